@@ -1,0 +1,1 @@
+"""Talking to the phone: transport, BROM/preloader commands, legacy DA session."""

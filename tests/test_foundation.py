@@ -1,0 +1,75 @@
+"""The CLI shell: error rendering, exit codes, atomic writes, where files live."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from romkit import paths
+from romkit.errors import (
+    DeviceError,
+    DramInitError,
+    FirmwareFormatError,
+    RomkitError,
+    UsageError,
+    ValidationError,
+    exit_code_for,
+)
+from romkit.fsutil import atomic_open, atomic_write_bytes, hash_file
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "romkit", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=120)
+
+
+def test_version_and_module_entry() -> None:
+    res = run_cli("--version")
+    assert res.returncode == 0
+    assert res.stdout.strip().startswith("romkit ")
+
+
+def test_exit_codes_follow_the_tree() -> None:
+    assert exit_code_for(UsageError("x")) == 2
+    assert exit_code_for(ValidationError("x")) == 3
+    assert exit_code_for(FirmwareFormatError("x")) == 3
+    assert exit_code_for(DramInitError("x", spft_code=4032)) == 4
+    assert issubclass(DramInitError, DeviceError)
+    assert exit_code_for(RomkitError("x")) == 1
+    assert exit_code_for(ValueError("x")) == 1
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    res = run_cli("no-such-command")
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "f.bin"
+    atomic_write_bytes(target, b"old")
+    with pytest.raises(RuntimeError), atomic_open(target) as fh:
+        fh.write(b"new-partial")
+        raise RuntimeError("crash mid-write")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_hash_file_matches_hashlib(tmp_path: Path) -> None:
+    import hashlib
+
+    data = os.urandom(5 * 1024 * 1024 + 7)
+    f = tmp_path / "x"
+    f.write_bytes(data)
+    got = hash_file(f, ("sha256", "md5"))
+    assert got == {"sha256": hashlib.sha256(data).hexdigest(), "md5": hashlib.md5(data).hexdigest()}
+
+
+def test_romkit_home_moves_all_dirs(romkit_home: Path) -> None:
+    assert paths.cache_dir().is_relative_to(romkit_home)
+    assert paths.data_dir().is_relative_to(romkit_home)
+    assert paths.config_dir().is_relative_to(romkit_home)
