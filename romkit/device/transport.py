@@ -1,0 +1,275 @@
+"""Byte pipe to the phone, and finding the phone's port.
+
+Everything above this module speaks in "exactly n bytes or an error": the BROM and DA protocols
+have no framing, so a short read is never useful data — it means the phone went silent (a
+`DeviceTimeout`) or went away (a `TransportError`). Keeping that rule here lets the protocol
+layers stay straight-line code. `SerialTransport` goes through pyserial's `serial_for_url`, so
+the same code drives a real MediaTek VCOM port, a pty of the virtual phone, or any other
+pyserial URL.
+
+Port discovery is by USB VID:PID because the preloader port lives only a few seconds after the
+battery goes in: the host must already be polling when it appears.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import serial
+import serial.tools.list_ports
+from serial.tools.list_ports_common import ListPortInfo
+
+from romkit.device import protocol as P
+from romkit.errors import DeviceTimeout, TransportError
+from romkit.progress import ProgressCallback, Reporter
+
+DOCTOR_HINT = (
+    "Check that no other program holds the port (ModemManager grabs /dev/ttyACM* on Linux), "
+    "that you may open it (dialout group / udev rule), that the MediaTek VCOM driver is "
+    "installed on Windows, and run `romkit doctor`."
+)
+DISCONNECT_HINT = (
+    "Check the USB cable and port, then restart: power off the phone, reinsert the battery and "
+    "connect it again."
+)
+IO_CHUNK = 64 * 1024  # largest piece handed to pyserial at once (see read/write)
+CONNECT_PROMPT = (
+    "Power off the phone, remove the battery for a few seconds, put it back and connect the "
+    "USB cable (hold Volume- if it does not show up)."
+)
+
+
+class Transport(ABC):
+    """A bidirectional byte pipe to the phone.
+
+    `read` returns exactly `n` bytes or raises; that single rule keeps the protocol code free of
+    partial-read handling. The big-endian helpers exist because every integer on the BROM and
+    legacy-DA wire is big-endian.
+    """
+
+    @abstractmethod
+    def read(self, n: int, timeout: float | None = None) -> bytes:
+        """Exactly `n` bytes, or DeviceTimeout (silence) / TransportError (gone)."""
+
+    @abstractmethod
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send all of `data` or raise TransportError / DeviceTimeout."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the port; safe to call twice."""
+
+    @abstractmethod
+    def flush_input(self) -> None:
+        """Drop bytes already received but not read (used when restarting a handshake)."""
+
+    # -- big-endian helpers ---------------------------------------------------------------------
+    def read_u8(self, timeout: float | None = None) -> int:
+        return self.read(1, timeout)[0]
+
+    def read_u16(self, timeout: float | None = None) -> int:
+        return int(struct.unpack(">H", self.read(2, timeout))[0])
+
+    def read_u32(self, timeout: float | None = None) -> int:
+        return int(struct.unpack(">I", self.read(4, timeout))[0])
+
+    def read_u64(self, timeout: float | None = None) -> int:
+        return int(struct.unpack(">Q", self.read(8, timeout))[0])
+
+    def write_u8(self, value: int) -> None:
+        self.write(struct.pack(">B", value))
+
+    def write_u16(self, value: int) -> None:
+        self.write(struct.pack(">H", value))
+
+    def write_u32(self, value: int) -> None:
+        self.write(struct.pack(">I", value))
+
+    def write_u64(self, value: int) -> None:
+        self.write(struct.pack(">Q", value))
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _disconnected(exc: BaseException | None = None) -> TransportError:
+    details = {"cause": str(exc)} if exc is not None else None
+    return TransportError("phone disconnected", hint=DISCONNECT_HINT, details=details)
+
+
+class SerialTransport(Transport):
+    """pyserial-backed transport: a COM/tty port, a pty path, or any pyserial URL.
+
+    The read timeout is changed only when a call asks for a different one, because pyserial
+    re-applies the whole termios state on every change.
+    """
+
+    def __init__(self, url: str, baudrate: int = 115200, timeout: float = 5.0,
+                 write_timeout: float = 30.0) -> None:
+        self.url = url
+        self.default_timeout = timeout
+        try:
+            self._ser: Any = serial.serial_for_url(
+                url, baudrate=baudrate, timeout=timeout, write_timeout=write_timeout
+            )
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise TransportError(
+                f"cannot open port {url}: {exc}",
+                hint=DOCTOR_HINT,
+                spft_code=1013,
+                details={"port": url},
+            ) from None
+        self._timeout = timeout
+
+    def read(self, n: int, timeout: float | None = None) -> bytes:
+        """Exactly n bytes; `timeout` bounds each IO_CHUNK-sized piece (a stall, not a total).
+
+        Large reads go in IO_CHUNK pieces because pyserial allocates the whole remaining size
+        for every os.read() it makes, which turns a 4 MiB packet into gigabytes of allocation.
+        """
+        if n <= 0:
+            return b""
+        wanted = self.default_timeout if timeout is None else timeout
+        ser = self._ser
+        buf = bytearray()
+        try:
+            if wanted != self._timeout:
+                ser.timeout = wanted
+                self._timeout = wanted
+            while len(buf) < n:
+                want = min(IO_CHUNK, n - len(buf))
+                piece = ser.read(want)
+                buf += piece
+                if len(piece) != want:
+                    break
+        except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+            # TypeError/AttributeError: pyserial's own state after a close() from another thread.
+            raise _disconnected(exc) from None
+        if len(buf) != n:
+            raise DeviceTimeout(
+                f"phone did not answer: got {len(buf)} of {n} bytes within {wanted:g} s",
+                hint="The phone stopped talking; reconnect it and start again.",
+                details={"expected": n, "got": len(buf), "received": bytes(buf[:32]).hex()},
+            )
+        return bytes(buf)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send everything, in IO_CHUNK pieces: pyserial re-slices (copies) the remainder after
+        every partial os.write(), which is quadratic for multi-MiB packets on a pty."""
+        view = memoryview(data).cast("B")
+        try:
+            for pos in range(0, len(view), IO_CHUNK):
+                self._ser.write(view[pos : pos + IO_CHUNK])
+        except serial.SerialTimeoutException:
+            raise DeviceTimeout(
+                "phone stopped accepting data",
+                hint="The phone froze or the cable is bad; reconnect it and start again.",
+            ) from None
+        except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+            raise _disconnected(exc) from None
+
+    def flush_input(self) -> None:
+        try:
+            self._ser.reset_input_buffer()
+        except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+            raise _disconnected(exc) from None
+
+    def close(self) -> None:
+        try:
+            self._ser.close()
+        except (serial.SerialException, OSError):
+            pass  # closing a port whose device vanished: nothing left to release
+
+
+# -- port discovery ---------------------------------------------------------------------------
+_MODES: dict[tuple[int, int], str] = {
+    P.USB_BROM: "brom",
+    P.USB_PRELOADER: "preloader",
+    P.USB_DA_VCOM: "da",
+    **{ids: "preloader" for ids in P.USB_OTHER_PRELOADER},
+    **{ids: "vendor" for ids in P.USB_VENDOR_REBADGED},
+}
+# Which port to take when several MediaTek ports are present: a download-mode port first.
+_PREFERENCE = {"brom": 0, "preloader": 1, "vendor": 2, "da": 3}
+
+
+@dataclass(frozen=True)
+class PortInfo:
+    """A MediaTek-looking serial port and which boot stage its USB id says it belongs to."""
+
+    device: str
+    vid: int
+    pid: int
+    mode: str  # "brom" | "preloader" | "da" | "vendor"
+    description: str = ""
+    serial_number: str | None = None
+
+    @property
+    def usb_id(self) -> str:
+        return f"{self.vid:04X}:{self.pid:04X}"
+
+
+def port_mode(vid: int, pid: int) -> str | None:
+    """Boot stage a USB VID:PID stands for, or None if it is not a MediaTek download port."""
+    return _MODES.get((vid, pid))
+
+
+def find_mtk_ports(ports: Iterable[ListPortInfo] | None = None) -> list[PortInfo]:
+    """MediaTek download ports among `ports` (default: the system's), best candidate first."""
+    found: list[PortInfo] = []
+    for p in serial.tools.list_ports.comports() if ports is None else ports:
+        if p.vid is None or p.pid is None:
+            continue
+        mode = port_mode(p.vid, p.pid)
+        if mode is None:
+            continue
+        found.append(PortInfo(p.device, p.vid, p.pid, mode, p.description or "",
+                              p.serial_number))
+    found.sort(key=lambda info: (_PREFERENCE[info.mode], info.device))
+    return found
+
+
+def _is_url(port: str) -> bool:
+    return "://" in port
+
+
+def wait_for_port(port: str | None, timeout: float, poll: float = 0.05,
+                  on_progress: ProgressCallback | None = None) -> str:
+    """Poll until the phone's port exists and return its path.
+
+    With `port=None` any MediaTek download port will do; with an explicit path (a tty, a pty,
+    a symlink) we wait for that path to exist; pyserial URLs (`socket://…`) are returned as
+    they are. The prompt goes out once, before the first poll, so the user knows to plug in.
+    """
+    rep = Reporter(on_progress)
+    if port is not None and _is_url(port):
+        return port
+    deadline = time.monotonic() + timeout
+    target = port if port is not None else "a MediaTek USB port"
+    rep.info(CONNECT_PROMPT, waiting_for=target, timeout=timeout)
+    while True:
+        if port is not None:
+            if os.path.exists(port):
+                return port
+        else:
+            ports = find_mtk_ports()
+            if ports:
+                rep.info(f"found {ports[0].mode} port {ports[0].device} ({ports[0].usb_id})",
+                         port=ports[0].device, mode=ports[0].mode, usb_id=ports[0].usb_id)
+                return ports[0].device
+        if time.monotonic() >= deadline:
+            raise TransportError(
+                f"no phone appeared on {target} within {timeout:g} s",
+                hint=CONNECT_PROMPT + " " + DOCTOR_HINT,
+                details={"port": port, "timeout": timeout},
+            )
+        time.sleep(poll)
