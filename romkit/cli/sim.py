@@ -1,0 +1,122 @@
+"""`romkit sim`: plug in a virtual Lenovo S820 (MT6589) on a pseudo-terminal.
+
+Lets users rehearse a flash, and tests drive the real engine, without risking a phone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import typer
+from pydantic import BaseModel, ValidationError
+
+from romkit.cli.output import JsonOpt, human_size, out
+from romkit.errors import UsageError
+from romkit.sim.faults import FaultPlan
+from romkit.sim.phone import VirtualPhone, default_state_dir, serve, state_action
+from romkit.sim.session import SessionLog, parse_memory_id
+
+
+class SimOptions(BaseModel):
+    """The options of `romkit sim`, validated."""
+
+    year: Literal[2013, 2014] = 2013
+    memory_id: str | None = None
+    storage: Literal["4G", "8G"] = "4G"
+    state: Path | None = None
+    boot: Literal["brom", "preloader"] = "preloader"
+    faults: list[str] = []
+    once: bool = False
+    reset: bool = False
+    dry_run: bool = False
+
+
+def _emit_line(payload: dict[str, object]) -> None:
+    """One compact JSON document per line, flushed at once (tests read it from a pipe)."""
+    typer.echo(json.dumps(payload, default=str))
+
+
+def _session_summary(log: SessionLog) -> dict[str, object]:
+    return {"event": "session", "index": log.index, "outcome": log.outcome,
+            "bytes_written": log.bytes_written, "bytes_read": log.bytes_read,
+            "emi_ret": log.emi.ext_ram_ret if log.emi else None,
+            "faults_fired": log.faults_fired, "violation": log.violation}
+
+
+def sim_command(
+    year: int = typer.Option(2013, "--year", help="Build year: picks the memory part (2013|2014)."),
+    memory_id: str | None = typer.Option(None, "--memory-id", metavar="HEX",
+                                         help="eMMC CID bytes to report (overrides --year)."),
+    storage: str = typer.Option("4G", "--storage", help="eMMC size: 4G or 8G."),
+    state: Path | None = typer.Option(None, "--state", metavar="DIR",
+                                      help="Folder holding the phone's eMMC (sparse files)."),
+    boot: str = typer.Option("preloader", "--boot", help="Download mode: brom or preloader."),
+    fault: list[str] = typer.Option([], "--fault", metavar="SPEC",  # noqa: B006
+                                    help="Inject a fault (repeatable): corrupt@N, drop@N, "
+                                         "disconnect@N, stall@N:SECS, nack@K, rate=BPS, "
+                                         "window=SECS."),
+    once: bool = typer.Option(False, "--once", help="Exit after one session."),
+    reset: bool = typer.Option(False, "--reset", help="Restore the factory eMMC state first."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Validate the options and say what would happen."),
+    json_: JsonOpt = False,
+) -> None:
+    """Plug in a virtual S820 in download mode on a pseudo-terminal (Ctrl-C to unplug)."""
+    out.use_json(json_)
+    try:
+        opts = SimOptions.model_validate({
+            "year": year, "memory_id": memory_id, "storage": storage.upper(), "state": state,
+            "boot": boot.lower(), "faults": fault, "once": once, "reset": reset,
+            "dry_run": dry_run})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]).replace("_", "-")
+        raise UsageError(f"--{where}: {first['msg']}",
+                         hint="see `romkit sim --help` for the accepted values") from None
+    plan = FaultPlan.parse(opts.faults)
+    state_dir = opts.state or default_state_dir(opts.storage)
+
+    if opts.dry_run:
+        cid = parse_memory_id(opts.memory_id, opts.year)
+        payload = {"dry_run": True, "state_dir": str(state_dir), "memory_id": cid.hex(),
+                   "storage": opts.storage, "boot": opts.boot, "faults": plan.describe(),
+                   "state": state_action(state_dir, opts.storage, opts.reset)}
+        out.result(payload, lambda: out.line(
+            f"would plug in a virtual S820 ({opts.storage}, built {opts.year}, memory ID "
+            f"{cid.hex()}) and {payload['state']} in {state_dir}"))
+        return
+
+    phone: VirtualPhone
+
+    def on_port(port: str) -> None:
+        if out.json:
+            _emit_line(phone.info() | {"port": port})
+        else:
+            typer.echo(f"virtual S820 (MT6589, built {opts.year}) on {port} — Ctrl-C to unplug")
+
+    def on_session(log: SessionLog) -> None:
+        if out.json:
+            _emit_line(_session_summary(log))
+            return
+        faults = f"; faults: {', '.join(log.faults_fired)}" if log.faults_fired else ""
+        why = f"; {log.violation}" if log.violation else ""
+        typer.echo(f"session {log.index + 1} ended: {log.outcome} (written "
+                   f"{human_size(log.bytes_written)}, read {human_size(log.bytes_read)}"
+                   f"{faults}{why})")
+
+    phone = VirtualPhone(state_dir, year=opts.year, memory_id=opts.memory_id,
+                         storage=opts.storage, boot=opts.boot, faults=plan, once=opts.once,
+                         reset=opts.reset, on_port=on_port)
+    if not out.json:
+        typer.echo(f"memory part: {phone.memory_label} (ID {phone.config.cid.hex()}); "
+                   f"eMMC {opts.storage}; state in {state_dir}")
+    try:
+        serve(phone, on_session)
+    except KeyboardInterrupt:
+        out.note("unplugged")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sim")(sim_command)
