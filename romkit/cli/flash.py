@@ -1,0 +1,233 @@
+"""`romkit flash`, `romkit backup`, `romkit restore`, `romkit readback`: the phone-writing half.
+
+Thin shells: options → pydantic request → one library call → text or JSON. The plan is shown
+before anything is written: the engine reports it as a "plan" progress event, rendered here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import typer
+
+from romkit.cli.output import JsonOpt, human_size, out, table
+from romkit.device import protocol as P
+from romkit.errors import UsageError
+from romkit.flash.engine import FlashRequest, FlashResult, flash
+from romkit.flash.plan import MODES, Mode, PlanOptions
+from romkit.flash.tools import (
+    BackupRequest,
+    BackupResult,
+    ReadbackRequest,
+    ReadbackResult,
+    RestoreRequest,
+    RestoreResult,
+    backup_phone,
+    list_backups,
+    readback,
+    restore_phone,
+)
+from romkit.progress import ProgressEvent
+
+PortOpt = Annotated[str | None, typer.Option(
+    "--port", help="Serial port of the phone (default: wait for a MediaTek USB port).")]
+DaOpt = Annotated[Path | None, typer.Option(
+    "--da", help="MTK_AllInOne_DA.bin (default: the firmware's flash-tool folder, then the "
+                 "config dir's da/).")]
+WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for the phone.")]
+PreloaderOpt = Annotated[Path | None, typer.Option(
+    "--preloader", help="Preloader whose EMI table brings up DRAM (default: the firmware's).")]
+FirmwareOpt = Annotated[Path | None, typer.Option(
+    "--firmware", help="Firmware folder for the DA/preloader (default: current or last "
+                       "fetched).")]
+PacketOpt = Annotated[int, typer.Option("--packet-size", help="Bytes per DA packet.")]
+
+
+def _hex(n: int | None) -> str:
+    return "-" if n is None else f"0x{n:X}"
+
+
+def render_plan(plan: dict[str, Any]) -> None:
+    """The ordered operations, as a table on stderr-free stdout (text mode only)."""
+    opts = plan.get("options", {})
+    dev = plan.get("device")
+    where = f" on phone {dev['cid']}" if dev else " (phone not checked yet)"
+    out.line(f"plan: {opts.get('mode')}{where}")
+    rows = []
+    for i, op in enumerate(plan.get("operations", []), start=1):
+        src = Path(op["source"]).name if op.get("source") else op.get("note", "")
+        rows.append([str(i), op["kind"], op["partition"], op["region"].replace("EMMC_", ""),
+                     _hex(op["offset"]),
+                     human_size(op["length"]) if op.get("length") is not None else "to end",
+                     src, (op.get("sha256") or "")[:16]])
+    out.line(table(rows, ["#", "op", "partition", "region", "offset", "bytes", "source",
+                          "sha256"]))
+    out.line()
+
+
+def _progress(event: ProgressEvent) -> None:
+    if (event.kind == "info" and event.label == "plan" and "plan" in event.data
+            and not out.json):
+        render_plan(dict(event.data["plan"]))
+        return
+    out.progress(event)
+
+
+def _render_flash(r: FlashResult) -> None:
+    if r.dry_run:
+        out.line("dry run: nothing was written")
+        return
+    rows = [[p.partition, human_size(p.bytes),
+             "-" if p.resumed or not p.seconds else f"{p.mb_per_s:.1f}",
+             f"0x{p.sum16:04X}", p.sha256[:16],
+             "resumed" if p.resumed else ("verified" if p.verified else "written")]
+            for p in r.partitions]
+    out.line(table(rows, ["partition", "bytes", "MB/s", "sum16", "sha256", "status"]))
+    for p in r.partitions:
+        if p.verified:
+            out.line(f"verified {p.partition}: sum16 0x{p.sum16:04X} sha256 {p.sha256}")
+    if r.backup_set:
+        out.line(f"calibration backup: {r.backup_set}")
+    if r.formatted:
+        out.line(f"formatted: {', '.join(r.formatted)}")
+    if r.pmt_written:
+        out.line("partition table (PMT) written and verified")
+    if r.restored:
+        out.line(f"calibration restored and verified: {', '.join(r.restored)}")
+    for w in r.warnings:
+        out.line(f"note: {w}")
+    out.line(f"done: {human_size(r.bytes_written)} in {r.seconds:.1f} s "
+             f"({r.mode}, phone {r.cid})")
+
+
+def _csv(values: list[str] | None) -> list[str]:
+    return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
+
+
+def _flash_cmd(
+    folder: Annotated[Path | None, typer.Argument(
+        help="Firmware folder (holding *_scatter*.txt); default: current or last fetched.")
+    ] = None,
+    port: PortOpt = None,
+    da: DaOpt = None,
+    mode: Annotated[str, typer.Option(
+        "--mode", help="download-only | firmware-upgrade | format-all")] = "download-only",
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", help="Only these partitions (comma list or repeated).")] = None,
+    skip: Annotated[list[str] | None, typer.Option(
+        "--skip", help="Leave these partitions out (comma list or repeated).")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Show the plan; write nothing (checks the phone if --port).")
+    ] = False,
+    no_verify: Annotated[bool, typer.Option(
+        "--no-verify", help="Skip the read-back verification.")] = False,
+    no_backup: Annotated[bool, typer.Option(
+        "--no-backup", help="Do not save calibration first (loud; not recommended).")] = False,
+    erase_ok: Annotated[bool, typer.Option(
+        "--i-understand-this-erases-calibration",
+        help="Allow format-all / firmware-upgrade without a calibration backup.")] = False,
+    wait: WaitOpt = 30.0,
+    packet_size: PacketOpt = P.DA_PACKET_DEFAULT,
+    json_: JsonOpt = False,
+) -> None:
+    """Flash a firmware folder to the phone, verify it, keep calibration safe."""
+    out.use_json(json_)
+    if mode not in MODES:
+        raise UsageError(f"unknown mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
+    req = FlashRequest(
+        firmware_dir=folder, port=port, da=da, dry_run=dry_run, wait=wait,
+        packet_size=packet_size,
+        options=PlanOptions(mode=cast(Mode, mode), only=_csv(only), skip=_csv(skip),
+                            verify=not no_verify, backup=not no_backup,
+                            erase_calibration_ok=erase_ok))
+    result = flash(req, _progress)
+    out.result(result, lambda: _render_flash(result))
+
+
+def _backup_cmd(port: PortOpt = None, da: DaOpt = None, preloader: PreloaderOpt = None,
+                firmware: FirmwareOpt = None, wait: WaitOpt = 30.0,
+                json_: JsonOpt = False) -> None:
+    """Save NVRAM, PROTECT_F/S, PRO_INFO and SECCFG (IMEI, calibration) to the data dir."""
+    out.use_json(json_)
+    req = BackupRequest(port=port, da=da, preloader=preloader, firmware_dir=firmware, wait=wait)
+    result = backup_phone(req, _progress)
+    out.result(result, lambda: _render_backup(result))
+
+
+def _render_backup(r: BackupResult) -> None:
+    rows = [[x.name, _hex(x.offset), human_size(x.length), x.sha256] for x in r.ranges]
+    out.line(table(rows, ["partition", "offset", "bytes", "sha256"]))
+    out.line(f"backup set: {r.set_name}")
+    out.line(f"stored in:  {r.path}")
+
+
+def _restore_cmd(
+    set_ref: Annotated[str | None, typer.Argument(
+        help="Backup set: path, <cid>/<timestamp> or timestamp (default: newest for the "
+             "phone).")] = None,
+    port: PortOpt = None, da: DaOpt = None, preloader: PreloaderOpt = None,
+    firmware: FirmwareOpt = None, wait: WaitOpt = 30.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be written.")
+                       ] = False,
+    list_: Annotated[bool, typer.Option("--list", help="List backup sets and exit.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Write a calibration backup back to its phone and verify it by readback."""
+    out.use_json(json_)
+    if list_:
+        sets = list_backups()
+        payload: list[dict[str, Any]] = [
+            {"name": s.name, "path": str(s.path), "created": s.manifest.created,
+             "reason": s.manifest.reason, "partitions": [e.name for e in s.manifest.entries]}
+            for s in sets]
+        out.result(payload, lambda: out.line(table(
+            [[p["name"], p["created"], ",".join(p["partitions"]), p["reason"]]
+             for p in payload], ["set", "created", "partitions", "reason"])
+            if payload else "no backup sets"))
+        return
+    req = RestoreRequest(set_ref=set_ref, port=port, da=da, preloader=preloader,
+                         firmware_dir=firmware, wait=wait, dry_run=dry_run)
+    result = restore_phone(req, _progress)
+    out.result(result, lambda: _render_restore(result))
+
+
+def _render_restore(r: RestoreResult) -> None:
+    rows = [[x.name, x.region.replace("EMMC_", ""), _hex(x.offset), human_size(x.length),
+             x.sha256[:16], "verified" if x.name in r.verified else "-"] for x in r.ranges]
+    out.line(table(rows, ["partition", "region", "offset", "bytes", "sha256", "status"]))
+    out.line(f"dry run: nothing written (set {r.set_name})" if r.dry_run
+             else f"restored {r.set_name} to phone {r.cid}")
+
+
+def _readback_cmd(
+    args: Annotated[list[str], typer.Argument(help="NAME... OUT_DIR (or --all OUT_DIR)")],
+    all_: Annotated[bool, typer.Option("--all", help="Every partition on the phone.")] = False,
+    port: PortOpt = None, da: DaOpt = None, preloader: PreloaderOpt = None,
+    firmware: FirmwareOpt = None, wait: WaitOpt = 30.0,
+    packet_size: PacketOpt = P.DA_PACKET_DEFAULT, json_: JsonOpt = False,
+) -> None:
+    """Dump partitions from the phone into OUT_DIR (one NAME.bin each, sha256 printed)."""
+    out.use_json(json_)
+    if all_ and len(args) != 1:
+        raise UsageError("with --all give only OUT_DIR", hint="romkit readback --all ./dump")
+    if not all_ and len(args) < 2:
+        raise UsageError("give partition names and OUT_DIR",
+                         hint="romkit readback NVRAM,PRO_INFO ./dump  (or --all ./dump)")
+    req = ReadbackRequest(names=args[:-1], all=all_, out_dir=Path(args[-1]), port=port, da=da,
+                          preloader=preloader, firmware_dir=firmware, wait=wait,
+                          packet_size=packet_size)
+    result = readback(req, _progress)
+    out.result(result, lambda: _render_readback(result))
+
+
+def _render_readback(r: ReadbackResult) -> None:
+    for x in r.ranges:
+        out.line(f"{x.sha256}  {x.file}  ({human_size(x.length)})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("flash")(_flash_cmd)
+    app.command("backup")(_backup_cmd)
+    app.command("restore")(_restore_cmd)
+    app.command("readback")(_readback_cmd)

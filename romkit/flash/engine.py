@@ -1,0 +1,476 @@
+"""The flash engine: run a checked plan on the phone — backup, format, write, verify, restore.
+
+Order of business, each step a safety rule learnt from bricked phones:
+1. plan offline and refuse early (no phone needed for most mistakes);
+2. connect — DRAM init with the firmware preloader's EMI table happens here, so a 2014 phone
+   with a 2013 preloader stops with 4032 before a single byte is written;
+3. check the plan against the phone (hw code, storage size, PMT) and report the final plan;
+4. back up calibration before the first write (never silently skipped);
+5. write each image in large checksummed packets, streamed from disk, then read it back and
+   compare sum16 *and* sha256; record every verified partition in the run journal, so that a
+   run stopped by a bad cable can be re-run and resumes where it stopped;
+6. write the new PMT and restore calibration when the mode changes the layout.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import BinaryIO
+
+from pydantic import BaseModel, Field
+
+from romkit.device import protocol as P
+from romkit.device.layout import PmtEntry, build_pmt_region
+from romkit.errors import (
+    DeviceError,
+    LayoutChangedError,
+    RomkitError,
+    StorageError,
+    ValidationError,
+)
+from romkit.firmware.package import Firmware
+from romkit.firmware.preloader import to_boot1_image
+from romkit.flash import journal as jr
+from romkit.flash.backup import BackupSet, StorageRange, find_set, take_backup
+from romkit.flash.link import (
+    RangeIO,
+    device_facts,
+    finish_quietly,
+    load_link_files,
+    open_device,
+    read_device_pmt,
+    resolve_da,
+)
+from romkit.flash.plan import FlashPlan, Operation, PlanOptions, build_plan, check_device
+from romkit.flash.streams import CompareSink, DigestSink
+from romkit.progress import ProgressCallback, Reporter
+from romkit.workspace import resolve_firmware_dir
+
+RERUN_HINT = ("re-run the same command: partitions already verified are skipped and the run "
+              "continues from the one that failed")
+
+
+class FlashRequest(BaseModel):
+    """Everything `romkit flash` was asked to do."""
+
+    firmware_dir: Path | None = None
+    port: str | None = None
+    da: Path | None = None
+    options: PlanOptions = Field(default_factory=PlanOptions)
+    dry_run: bool = False
+    wait: float = 30.0
+    packet_size: int = P.DA_PACKET_DEFAULT
+    max_retries: int = 3  # per packet (NACK / bad checksum)
+    rewrite_attempts: int = 1  # extra write+verify rounds for a partition that fails verify
+
+
+class PartitionResult(BaseModel):
+    partition: str
+    region: str
+    offset: int
+    bytes: int
+    sha256: str
+    sum16: int
+    verified: bool
+    resumed: bool = False  # skipped: verified by an earlier, interrupted run
+    rewrites: int = 0
+    seconds: float = 0.0
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / self.seconds / 1e6 if self.seconds > 0 else 0.0
+
+
+class FlashResult(BaseModel):
+    mode: str
+    dry_run: bool
+    plan: FlashPlan
+    port: str | None = None
+    cid: str | None = None
+    hw_code: int | None = None
+    backup_set: str | None = None
+    partitions: list[PartitionResult] = Field(default_factory=list)
+    formatted: list[str] = Field(default_factory=list)
+    restored: list[str] = Field(default_factory=list)
+    pmt_written: bool = False
+    bytes_written: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = Field(default_factory=list)
+
+
+# -- progress helpers ------------------------------------------------------------------------
+class _Meter:
+    """Overall byte counter with MB/s and ETA in every update (JSON consumers get them too)."""
+
+    def __init__(self, rep: Reporter, total: int) -> None:
+        self.rep = rep
+        self.total = total
+        self.done = 0
+        self.t0 = time.monotonic()
+
+    def start(self) -> None:
+        self.rep.start("flash", "overall", self.total)
+
+    def add(self, n: int) -> None:
+        self.done += n
+        elapsed = max(time.monotonic() - self.t0, 1e-6)
+        rate = self.done / elapsed
+        eta = (self.total - self.done) / rate if rate > 0 else None
+        self.rep.update("flash", self.done, self.total, mb_per_s=round(rate / 1e6, 2),
+                        eta_s=None if eta is None else round(eta, 1))
+
+
+def _task_bytes(rep: Reporter, meter: _Meter, task: str) -> Callable[[int], None]:
+    """A per-operation byte callback (cumulative `done`) that also feeds the overall meter."""
+    state = {"last": 0}
+    t0 = time.monotonic()
+
+    def cb(done: int) -> None:
+        meter.add(done - state["last"])
+        state["last"] = done
+        elapsed = max(time.monotonic() - t0, 1e-6)
+        rep.update(task, done, mb_per_s=round(done / elapsed / 1e6, 2))
+
+    return cb
+
+
+def _op_bytes(op: Operation) -> int:
+    if op.kind in ("backup", "write", "verify", "pmt", "restore"):
+        return op.length or 0
+    return 0
+
+
+# -- the runner ------------------------------------------------------------------------------
+class _Runner:
+    def __init__(self, plan: FlashPlan, io_: RangeIO, rep: Reporter, req: FlashRequest,
+                 cid: bytes, hw_code: int) -> None:
+        self.plan = plan
+        self.io = io_
+        self.rep = rep
+        self.req = req
+        self.cid = cid
+        self.hw_code = hw_code
+        self.meter = _Meter(rep, sum(_op_bytes(o) for o in plan.operations))
+        self.result = FlashResult(mode=plan.mode, dry_run=False, plan=plan,
+                                  cid=cid.hex(), hw_code=hw_code, warnings=list(plan.warnings))
+        prev = jr.load_journal(cid)
+        self.prev = prev
+        self.journal = prev if prev is not None else jr.new_journal(cid, plan.mode)
+        self.backup: BackupSet | None = None
+
+    # -- journal ---------------------------------------------------------------------------
+    def _save(self) -> None:
+        jr.save_journal(self.journal)
+
+    def _about_to_change(self, region: str, offset: int, length: int) -> None:
+        if self.journal.invalidate(region, offset, length):
+            self._save()
+
+    # -- steps -----------------------------------------------------------------------------
+    def run(self) -> FlashResult:
+        t0 = time.monotonic()
+        self.meter.start()
+        self.journal.mode = self.plan.mode
+        self._save()
+        self._backup()
+        for op in self.plan.operations:
+            if op.kind == "format":
+                self._format(op)
+            elif op.kind == "write":
+                self._write_and_verify(op)
+            elif op.kind == "pmt":
+                self._write_pmt(op)
+            elif op.kind == "restore":
+                self._restore(op)
+        self.rep.end("flash", "all operations done")
+        self.journal.complete = True
+        self._save()
+        self.result.seconds = round(time.monotonic() - t0, 3)
+        self.result.bytes_written = sum(p.bytes for p in self.result.partitions
+                                        if not p.resumed)
+        return self.result
+
+    def _backup(self) -> None:
+        ranges = [StorageRange(name=o.partition, region=o.region, offset=o.offset,
+                               length=o.length or 0) for o in self.plan.operations
+                  if o.kind == "backup"]
+        carried = self.prev.backup_set if self.prev and self.prev.calibration_erased else None
+        if carried:
+            try:
+                self.backup = find_set(carried, self.cid)
+                self.backup.verify()
+            except RomkitError:  # gone or damaged: fall through to a fresh backup
+                self.backup = None
+            else:
+                self.rep.warning(f"an interrupted run already erased calibration; using its "
+                                 f"backup {self.backup.name} instead of reading it again")
+                self.meter.add(sum(r.length for r in ranges))
+        if self.backup is None and ranges:
+            cb = _task_bytes_overall(self.meter)
+            self.backup = take_backup(self.cid, ranges, self.io.backup_reader(cb),
+                                      hw_code=self.hw_code, reason=f"flash {self.plan.mode}",
+                                      on_progress=self.rep)
+            self.rep.info(f"calibration saved: {self.backup.name}", backup_set=self.backup.name,
+                          path=str(self.backup.path))
+        if not ranges and not carried:
+            self.rep.warning("NO calibration backup taken (--no-backup): NVRAM/IMEI are not "
+                             "saved by this run")
+        if self.backup is not None:
+            self.result.backup_set = self.backup.name
+            self.journal.backup_set = str(self.backup.path)
+            self._save()
+
+    def _format(self, op: Operation) -> None:
+        key = f"{op.region}:{op.offset:x}:{op.length:x}"
+        if self.prev is not None and key in self.journal.formatted:
+            self.rep.info(f"skipping format of {op.partition}: done by the interrupted run")
+            return
+        length = op.length or 0
+        self._about_to_change(op.region, op.offset, length)
+        if _touches_calibration(self.plan, op):
+            self.journal.calibration_erased = True
+            self._save()
+        task = f"format:{op.partition}"
+        self.rep.start(task, f"format {op.partition}", 100, unit="%")
+        self.io.format(op.region, op.offset, length,
+                       on_percent=lambda pct: self.rep.update(task, pct, 100, unit="%"))
+        self.rep.end(task)
+        self.journal.formatted.append(key)
+        self._save()
+        self.result.formatted.append(op.partition)
+
+    def _open_source(self, op: Operation, stack: ExitStack) -> BinaryIO:
+        assert op.source is not None
+        if op.boot1:
+            return io.BytesIO(to_boot1_image(Path(op.source).read_bytes()))
+        return stack.enter_context(Path(op.source).open("rb"))
+
+    def _write_and_verify(self, op: Operation) -> None:
+        length = op.length or 0
+        assert op.sha256 is not None and op.sum16 is not None
+        if self.prev is not None and self.journal.is_verified(op.partition, op.region,
+                                                              op.offset, length, op.sha256):
+            self.rep.info(f"{op.partition}: already written and verified by the interrupted "
+                          "run, skipped")
+            self.meter.add(length * (2 if self.plan.options.verify else 1))
+            self.result.partitions.append(PartitionResult(
+                partition=op.partition, region=op.region, offset=op.offset, bytes=length,
+                sha256=op.sha256, sum16=op.sum16, verified=True, resumed=True))
+            return
+        t0 = time.monotonic()
+        rewrites = 0
+        while True:
+            self._about_to_change(op.region, op.offset, length)
+            self._write(op, length)
+            if not self.plan.options.verify:
+                verified = False
+                break
+            mismatch = self._verify(op, length)
+            if mismatch is None:
+                verified = True
+                self.journal.record(op.partition, op.region, op.offset, length, op.sha256)
+                self._save()
+                break
+            if rewrites >= self.req.rewrite_attempts:
+                raise StorageError(
+                    f"verify of {op.partition} failed: the phone holds different bytes at "
+                    f"{op.region} offset 0x{op.offset + mismatch:X} (partition offset "
+                    f"0x{mismatch:X}) after {rewrites + 1} write(s)",
+                    hint="try another USB cable or port (no hub), then " + RERUN_HINT
+                    + "; if it keeps failing at the same offset the eMMC may be worn",
+                    spft_code=4008,
+                    details={"partition": op.partition, "region": op.region,
+                             "offset": op.offset + mismatch})
+            rewrites += 1
+            self.rep.warning(f"{op.partition}: read-back differs at +0x{mismatch:X}; writing "
+                             f"it again ({rewrites}/{self.req.rewrite_attempts})")
+            self.meter.total += length * 2
+        self.result.partitions.append(PartitionResult(
+            partition=op.partition, region=op.region, offset=op.offset, bytes=length,
+            sha256=op.sha256, sum16=op.sum16, verified=verified, rewrites=rewrites,
+            seconds=round(time.monotonic() - t0, 3)))
+
+    def _write(self, op: Operation, length: int) -> None:
+        task = f"write:{op.partition}"
+        self.rep.start(task, f"write {op.partition}", length)
+        progress = _task_bytes(self.rep, self.meter, task)
+        last = {"done": 0}
+
+        def on_bytes(done: int) -> None:
+            last["done"] = done
+            progress(done)
+
+        try:
+            with ExitStack() as stack:
+                src = self._open_source(op, stack)
+                got = self.io.write(op.region, op.offset, src, length, on_bytes)
+        except DeviceError as exc:
+            raise _located(exc, op, last["done"], "writing") from exc
+        self.rep.end(task)
+        if got != op.sum16:
+            raise StorageError(
+                f"{op.partition}: the data sent sums to 0x{got:04X}, the image to "
+                f"0x{op.sum16:04X} — the image file changed while flashing",
+                hint="keep the firmware folder unchanged during a flash, then " + RERUN_HINT,
+                spft_code=8416, details={"partition": op.partition})
+
+    def _verify(self, op: Operation, length: int) -> int | None:
+        """Read back; None if sum16 and sha256 both match, else the first differing offset."""
+        task = f"verify:{op.partition}"
+        self.rep.start(task, f"verify {op.partition}", length)
+        progress = _task_bytes(self.rep, self.meter, task)
+        last = {"done": 0}
+
+        def on_bytes(done: int) -> None:
+            last["done"] = done
+            progress(done)
+
+        try:
+            with ExitStack() as stack:
+                expected = self._open_source(op, stack)
+                sink = CompareSink(expected)
+                got = self.io.read(StorageRange(name=op.partition, region=op.region,
+                                                offset=op.offset, length=length), sink, on_bytes)
+        except DeviceError as exc:
+            raise _located(exc, op, last["done"], "reading back") from exc
+        ok = (got == op.sum16 and sink.sum16 == op.sum16 and sink.sha256 == op.sha256
+              and sink.first_mismatch is None and sink.length == length)
+        self.rep.end(task, f"verified {op.partition}: sum16 0x{sink.sum16:04X}, sha256 "
+                           f"{sink.sha256[:16]}…" if ok else "")
+        if ok:
+            return None
+        return sink.first_mismatch if sink.first_mismatch is not None else 0
+
+    def _write_pmt(self, op: Operation) -> None:
+        table = build_pmt_region(PmtEntry(name=r.name, size=r.size, offset=r.offset)
+                                 for r in self.plan.expected_pmt())
+        self._about_to_change(op.region, op.offset, len(table))
+        self._write_blob(op.partition, op.region, op.offset, table, "partition table")
+        self.result.pmt_written = True
+
+    def _restore(self, op: Operation) -> None:
+        if self.backup is None:
+            raise StorageError(f"cannot restore {op.partition}: no backup set in this run",
+                               hint="run `romkit restore` with the set taken before the format")
+        entry = self.backup.entry(op.partition)
+        if entry is None:
+            self.rep.warning(f"{op.partition} is not in backup {self.backup.name}; not restored")
+            return
+        data = self.backup.file_of(entry).read_bytes()
+        self._about_to_change(op.region, op.offset, len(data))
+        self._write_blob(op.partition, op.region, op.offset, data, "calibration")
+        self.result.restored.append(op.partition)
+
+    def _write_blob(self, name: str, region: str, offset: int, data: bytes, what: str) -> None:
+        """Write a small in-memory blob and prove it by readback (sha256)."""
+        want = DigestSink()
+        want.write(data)
+        task = f"{what}:{name}"
+        self.rep.start(task, f"write {what} {name}", len(data))
+        progress = _task_bytes(self.rep, self.meter, task)
+        op = Operation(kind="write", partition=name, region=region, offset=offset,
+                       length=len(data))
+        try:
+            self.io.write(region, offset, io.BytesIO(data), len(data), progress)
+            back = DigestSink()
+            self.io.read(StorageRange(name=name, region=region, offset=offset,
+                                      length=len(data)), back, None)
+        except DeviceError as exc:
+            raise _located(exc, op, 0, f"writing {what} to") from exc
+        self.rep.end(task)
+        if back.sha256 != want.sha256:
+            raise StorageError(f"{what} {name} reads back different from what was written",
+                               hint="try another USB cable or port, then " + RERUN_HINT,
+                               spft_code=4008, details={"partition": name})
+        self.rep.info(f"verified {what} {name} ({len(data)} bytes, sha256 "
+                      f"{want.sha256[:16]}…)")
+
+
+def _task_bytes_overall(meter: _Meter) -> Callable[[int], None]:
+    """Backup ranges report cumulative bytes per range; turn that into meter increments."""
+    state = {"last": 0}
+
+    def cb(done: int) -> None:
+        if done < state["last"]:
+            state["last"] = 0
+        meter.add(done - state["last"])
+        state["last"] = done
+
+    return cb
+
+
+def _touches_calibration(plan: FlashPlan, op: Operation) -> bool:
+    end = op.offset + (op.length or 0)
+    return any(c.region == op.region and c.offset < end and op.offset < c.offset + c.length
+               for c in plan.calibration)
+
+
+def _located(exc: DeviceError, op: Operation, done: int, action: str) -> DeviceError:
+    """The same kind of error, now saying which partition and where, and how to resume."""
+    offset = exc.details.get("offset", op.offset + done)
+    new = type(exc)(
+        f"{action} {op.partition} failed at {op.region} offset 0x{offset:X}: {exc.message}",
+        hint=(exc.hint + " " if exc.hint else "") + "Then " + RERUN_HINT + ".",
+        spft_code=exc.spft_code,
+        details={**exc.details, "partition": op.partition, "region": op.region,
+                 "offset": offset},
+    )
+    return new
+
+
+# -- public entry points ---------------------------------------------------------------------
+def load_firmware(firmware_dir: Path | None) -> Firmware:
+    return Firmware.load(resolve_firmware_dir(firmware_dir))
+
+
+def flash(request: FlashRequest, on_progress: ProgressCallback | None = None) -> FlashResult:
+    """Plan, check and run a flash; with `dry_run` nothing is written (no phone needed
+    unless `port` is given, in which case the phone's facts are checked too)."""
+    rep = Reporter(on_progress)
+    fw = load_firmware(request.firmware_dir)
+    plan = build_plan(fw, request.options, rep)
+    for w in plan.warnings:
+        rep.warning(w)
+    if request.dry_run and request.port is None:
+        rep.info("plan", plan=plan.model_dump(mode="json"))
+        return FlashResult(mode=plan.mode, dry_run=True, plan=plan, warnings=plan.warnings)
+    da_path = resolve_da(request.da, fw.flash_tool_dir)
+    da, pre = load_link_files(da_path, Path(plan.preloader))
+    dev = open_device(request.port, da, pre, Path(plan.preloader), wait=request.wait, rep=rep)
+    try:
+        pmt = read_device_pmt(dev, rep)
+        n_warn = len(plan.warnings)
+        plan = check_device(plan, device_facts(dev, pmt))
+        for w in plan.warnings[n_warn:]:
+            rep.warning(w)
+    except (ValidationError, LayoutChangedError):
+        finish_quietly(dev)
+        raise
+    except BaseException:
+        dev.close()
+        raise
+    rep.info("plan", plan=plan.model_dump(mode="json"))
+    if request.dry_run:
+        finish_quietly(dev)
+        return FlashResult(mode=plan.mode, dry_run=True, plan=plan, port=dev.port,
+                           cid=dev.cid.hex(), hw_code=dev.hw_code, warnings=plan.warnings)
+    try:
+        runner = _Runner(plan, RangeIO(dev, request.packet_size, request.max_retries), rep,
+                         request, dev.cid, dev.hw_code)
+        result = runner.run()
+        result.port = dev.port
+        try:
+            dev.session.finish(P.FINISH_NORMAL)
+        except DeviceError as exc:
+            result.warnings.append(f"everything is written and verified, but the phone did "
+                                   f"not acknowledge FINISH ({exc.message}): unplug it")
+    finally:
+        dev.close()
+    if plan.mode == "format-all" and result.backup_set:
+        result.warnings.append(f"calibration was erased; put it back with `romkit restore "
+                               f"{result.backup_set}`")
+    return result

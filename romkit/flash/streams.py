@@ -1,0 +1,110 @@
+"""Streaming sinks that hash what passes through them.
+
+Every byte romkit reads back from a phone goes through one of these so that a backup file, a
+readback dump or a verify pass gets its sha256 and 16-bit byte sum in the same single pass,
+in constant memory, without ever holding a partition in RAM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import numpy as np
+
+from romkit.errors import DiskError
+
+CHUNK = 1024 * 1024
+
+
+class Sink(Protocol):
+    """Anything bytes can be written to (a file, a hashing sink)."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
+def sum16_update(total: int, data: bytes | bytearray | memoryview) -> int:
+    """Add `data`'s bytes to a running 16-bit byte sum (vectorised)."""
+    if not len(data):
+        return total
+    return (total + int(np.frombuffer(data, dtype=np.uint8).sum(dtype=np.uint64))) & 0xFFFF
+
+
+class DigestSink:
+    """A write-only stream that records sha256, byte sum and length, optionally teeing to `out`."""
+
+    def __init__(self, out: Sink | None = None) -> None:
+        self._out = out
+        self._sha = hashlib.sha256()
+        self.sum16 = 0
+        self.length = 0
+
+    def write(self, data: bytes, /) -> int:
+        self._sha.update(data)
+        self.sum16 = sum16_update(self.sum16, data)
+        self.length += len(data)
+        if self._out is not None:
+            self._out.write(data)
+        return len(data)
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+
+class CompareSink(DigestSink):
+    """Digest a read-back stream and compare it, chunk by chunk, with the expected source.
+
+    The first differing byte offset is kept so that a failed verify can name the exact place
+    on the phone, not just "checksum mismatch".
+    """
+
+    def __init__(self, expected: BinaryIO) -> None:
+        super().__init__(None)
+        self._expected = expected
+        self.first_mismatch: int | None = None
+
+    def write(self, data: bytes, /) -> int:
+        start = self.length
+        n = super().write(data)
+        if self.first_mismatch is None:
+            want = self._expected.read(n)
+            got = np.frombuffer(data, dtype=np.uint8)
+            ref = np.frombuffer(want, dtype=np.uint8)
+            if len(ref) != len(got):
+                common = min(len(ref), len(got))
+                diff = np.flatnonzero(got[:common] != ref[:common])
+                self.first_mismatch = start + (int(diff[0]) if len(diff) else common)
+            else:
+                diff = np.flatnonzero(got != ref)
+                if len(diff):
+                    self.first_mismatch = start + int(diff[0])
+        return n
+
+
+def digest_file(path: Path, length: int | None = None) -> tuple[str, int, int]:
+    """(sha256, sum16, length) of a file's first `length` bytes (all of it when None)."""
+    sink = DigestSink()
+    remaining = length
+    try:
+        with path.open("rb") as fh:
+            while remaining is None or remaining > 0:
+                want = CHUNK if remaining is None else min(CHUNK, remaining)
+                chunk = fh.read(want)
+                if not chunk:
+                    break
+                sink.write(chunk)
+                if remaining is not None:
+                    remaining -= len(chunk)
+    except OSError as exc:
+        raise DiskError(f"cannot read {path}: {exc.strerror or exc}",
+                        hint="check that the file exists and is readable") from exc
+    return sink.sha256, sink.sum16, sink.length
+
+
+def digest_bytes(data: bytes) -> tuple[str, int, int]:
+    """(sha256, sum16, length) of an in-memory blob."""
+    sink = DigestSink()
+    sink.write(data)
+    return sink.sha256, sink.sum16, sink.length

@@ -1,0 +1,166 @@
+"""Calibration backup store and run journal, on real files (a file stands in for the eMMC)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from romkit import paths
+from romkit.errors import IntegrityError, RomkitError, UsageError
+from romkit.flash import journal as jr
+from romkit.flash.backup import (
+    MANIFEST,
+    StorageRange,
+    find_set,
+    list_sets,
+    load_set,
+    parse_manifest,
+    take_backup,
+)
+
+CID = bytes.fromhex("150100" + b"SIM13S".hex() + "10" + "13579bdf" + "a3" + "01")
+
+
+def _file_reader(image: Path) -> Callable[..., None]:
+    """A RangeReader over a plain file: reads in 4 KiB steps and reports bytes done."""
+    def read(rng: StorageRange, sink: BinaryIO, on_bytes: Callable[[int], None] | None = None
+             ) -> None:
+        with image.open("rb") as fh:
+            fh.seek(rng.offset)
+            done = 0
+            while done < rng.length:
+                chunk = fh.read(min(4096, rng.length - done))
+                sink.write(chunk)
+                done += len(chunk)
+                if on_bytes:
+                    on_bytes(done)
+    return read
+
+
+@pytest.fixture
+def emmc(tmp_path: Path) -> Path:
+    p = tmp_path / "emmc.bin"
+    p.write_bytes(os.urandom(64 * 1024))
+    return p
+
+
+RANGES = [StorageRange(name="NVRAM", region="EMMC_USER", offset=4096, length=10000),
+          StorageRange(name="PRO_INFO", region="EMMC_USER", offset=32768, length=512)]
+
+
+def test_backup_set_roundtrip(emmc: Path) -> None:
+    events: list[str] = []
+    from romkit.progress import Reporter
+    bset = take_backup(CID, RANGES, _file_reader(emmc), hw_code=0x6583, reason="test",
+                       on_progress=Reporter(lambda e: events.append(e.kind)))
+    raw = emmc.read_bytes()
+    assert bset.path.parent == paths.data_dir() / "backups" / CID.hex()
+    for rng in RANGES:
+        want = raw[rng.offset:rng.offset + rng.length]
+        entry = bset.entry(rng.name)
+        assert entry is not None
+        assert bset.file_of(entry).read_bytes() == want
+        assert entry.sha256 == hashlib.sha256(want).hexdigest()
+        assert entry.sum16 == sum(want) & 0xFFFF
+    manifest = json.loads((bset.path / MANIFEST).read_text())
+    assert manifest["cid"] == CID.hex() and len(manifest["entries"]) == 2
+    assert events[0] == "start" and events[-1] == "end"
+    # found again, newest first, and verified
+    again = find_set(None, CID)
+    assert again.path == bset.path
+    again.verify()
+    assert find_set(bset.name, None).path == bset.path
+    assert find_set(str(bset.path), None).path == bset.path
+
+
+def test_damaged_or_incomplete_sets_are_refused(emmc: Path) -> None:
+    bset = take_backup(CID, RANGES, _file_reader(emmc))
+    f = bset.path / "NVRAM.bin"
+    f.write_bytes(b"\x00" + f.read_bytes()[1:])
+    with pytest.raises(IntegrityError):
+        load_set(bset.path).verify()
+    (bset.path / MANIFEST).unlink()  # an interrupted backup has no manifest
+    assert list_sets(CID) == []
+    with pytest.raises(UsageError):
+        find_set(None, CID)
+    with pytest.raises(IntegrityError):
+        load_set(bset.path)
+
+
+def test_interrupted_backup_leaves_no_complete_set(emmc: Path) -> None:
+    def failing(rng: StorageRange, sink: BinaryIO, on_bytes: object = None) -> None:
+        sink.write(b"x" * 100)
+        raise RomkitError("cable pulled")
+
+    with pytest.raises(RomkitError):
+        take_backup(CID, RANGES, failing)
+    assert list_sets(CID) == []
+    set_dirs = list((paths.data_dir() / "backups" / CID.hex()).iterdir())
+    assert len(set_dirs) == 1
+    assert [p.name for p in set_dirs[0].iterdir()] == []  # temp file cleaned up, no manifest
+
+
+def test_short_read_is_an_integrity_error(emmc: Path) -> None:
+    def short(rng: StorageRange, sink: BinaryIO, on_bytes: object = None) -> None:
+        sink.write(b"x" * (rng.length - 1))
+
+    with pytest.raises(IntegrityError):
+        take_backup(CID, RANGES, short)
+
+
+def test_manifest_rejects_path_escape() -> None:
+    bad = {"format": 1, "cid": CID.hex(), "created": "now", "entries": [
+        {"name": "NVRAM", "region": "EMMC_USER", "offset": 0, "length": 1,
+         "file": "../../etc/passwd", "sha256": "0" * 64, "sum16": 0}]}
+    with pytest.raises(IntegrityError):
+        parse_manifest(json.dumps(bad))
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.binary(max_size=300), st.text(max_size=300),
+                 st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                              lambda c: st.lists(c, max_size=4)
+                              | st.dictionaries(st.text(max_size=8), c, max_size=4),
+                              max_leaves=20).map(json.dumps)))
+def test_manifest_parser_only_raises_integrity_errors(data: str | bytes) -> None:
+    try:
+        parse_manifest(data)
+    except IntegrityError:
+        pass
+
+
+def test_journal_resume_rules() -> None:
+    assert jr.load_journal(CID) is None
+    j = jr.new_journal(CID, "download-only")
+    j.record("BOOTIMG", "EMMC_USER", 0x1000, 0x2000, "a" * 64)
+    j.record("RECOVERY", "EMMC_USER", 0x4000, 0x1000, "b" * 64)
+    jr.save_journal(j)
+    back = jr.load_journal(CID)
+    assert back is not None
+    assert back.is_verified("BOOTIMG", "EMMC_USER", 0x1000, 0x2000, "a" * 64)
+    assert not back.is_verified("BOOTIMG", "EMMC_USER", 0x1000, 0x2000, "c" * 64)
+    # a write overlapping RECOVERY's last byte drops it, BOOTIMG stays
+    assert back.invalidate("EMMC_USER", 0x4FFF, 1)
+    assert not back.is_verified("RECOVERY", "EMMC_USER", 0x4000, 0x1000, "b" * 64)
+    assert back.is_verified("BOOTIMG", "EMMC_USER", 0x1000, 0x2000, "a" * 64)
+    assert not back.invalidate("EMMC_BOOT_1", 0x1000, 0x2000)  # other region: untouched
+    back.complete = True
+    jr.save_journal(back)
+    assert jr.load_journal(CID) is None  # a finished run does not influence the next
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=200))
+def test_garbage_journal_is_ignored(data: bytes) -> None:
+    p = jr.journal_path(CID)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    assert jr.load_journal(CID) is None or isinstance(jr.load_journal(CID), jr.RunJournal)
