@@ -1,0 +1,127 @@
+"""`romkit demo`: the whole story on a virtual phone, each step shown as it completes.
+
+Thin shell over `romkit.demo.run_demo`. Step events ("info" events whose data carries
+`step` / `phase`) are rendered here as numbered lines with the equivalent real-phone command;
+the progress of the libraries the demo drives goes to the usual progress output (stderr).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from romkit.cli.output import JsonOpt, out
+from romkit.demo import DemoRequest, DemoResult, run_demo
+from romkit.errors import EXIT_FAILURE
+from romkit.progress import ProgressEvent
+
+_INDENT = "      "
+_STATUS_WORDS = {"ok": "ok", "expected-error": "refused, as expected", "failed": "FAILED",
+                 "planned": "planned"}
+
+
+def _render_step_done(data: dict[str, Any]) -> None:
+    record = data.get("record") or {}
+    status = str(record.get("status", data.get("status", "")))
+    out.line(f"{_INDENT}{_STATUS_WORDS.get(status, status)}: {record.get('detail', '')}")
+    extra = record.get("data") or {}
+    if record.get("id") == "flash-refused" and extra.get("hint"):
+        out.line(f"{_INDENT}hint: {extra['hint']}")
+    if record.get("id") == "explain":
+        for key in ("cause", "fix"):
+            if extra.get(key):
+                out.line(f"{_INDENT}{key}: {extra[key]}")
+
+
+def _progress(event: ProgressEvent) -> None:
+    data = dict(event.data)
+    is_step = event.kind == "info" and "step" in data and "phase" in data
+    if out.json:
+        # One JSON line per event on stderr; per-packet byte counts would only bury the steps.
+        if event.kind != "update":
+            out.progress(event)
+        return
+    if is_step:
+        if data["phase"] == "start" and data.get("index") == 1:
+            out.line("romkit demo: the whole story on a virtual Lenovo S820 (SYNTHETIC "
+                     "firmware, no network beyond 127.0.0.1)")
+            out.line()
+        if data["phase"] in ("start", "planned"):
+            out.line(event.label)
+            if data.get("command"):
+                out.line(f"{_INDENT}$ {data['command']}")
+        else:
+            _render_step_done(data)
+        return
+    if event.kind == "info" and event.label == "plan" and "plan" in data:
+        return  # the flash plan table belongs to `romkit flash`, not to the story
+    if event.kind in ("info", "warning") and event.label:
+        # what the driven commands say, indented under the step they belong to
+        prefix = "warning: " if event.kind == "warning" else ""
+        out.note(f"{_INDENT}| {prefix}{event.label}")
+        return
+    out.progress(event)
+
+
+def _render(result: DemoResult) -> None:
+    out.line()
+    if result.dry_run:
+        out.line("dry run: nothing was built, served or flashed")
+        return
+    if result.ok:
+        out.line(f"summary: error {result.first_error_code} first (nothing written), then "
+                 f"{len(result.verified_partitions)} partitions flashed and verified; the "
+                 "virtual eMMC equals the images byte for byte")
+    else:
+        failed = next((s for s in result.steps if s.status == "failed"), None)
+        where = f" at step '{failed.id}'" if failed else ""
+        out.line(f"summary: the story did NOT end green{where}")
+    if result.backup_set:
+        out.line(f"calibration backup: {result.backup_set}")
+        out.line(f"stored in:          {result.backup_path}")
+    if result.kept:
+        out.line(f"workspace kept:     {result.workdir} (ROMKIT_HOME of the demo: "
+                 f"{Path(result.workdir or '.') / 'home'})")
+    else:
+        out.line(f"workspace {result.workdir} removed (use --keep to inspect it)")
+    out.line(f"time: {result.seconds:.1f} s")
+
+
+def _demo_cmd(
+    keep: Annotated[bool, typer.Option(
+        "--keep", help="Leave the workspace (firmware, phone storage, backup) for inspection."
+    )] = False,
+    workdir: Annotated[Path | None, typer.Option(
+        "--workdir", help="Workspace folder (new, empty, or an earlier demo's); default: a "
+                          "temp folder.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List the steps and their commands; build and run nothing.")
+    ] = False,
+    wait: Annotated[float, typer.Option(
+        "--wait", min=1.0, max=300.0, help="Seconds to wait for the virtual phone.")] = 20.0,
+    json_: JsonOpt = False,
+) -> None:
+    """Run the whole story on a virtual S820 built in 2014: fetch, 4032, prepare, flash, verify.
+
+    Needs no phone and no network (a local mirror on 127.0.0.1); touches none of your romkit
+    folders (ROMKIT_HOME points into the workspace while it runs).
+    """
+    out.use_json(json_)
+    req = DemoRequest(workdir=workdir, keep=keep, dry_run=dry_run, wait=wait)
+    result = run_demo(req, _progress)
+    out.result(result, lambda: _render(result))
+    if not result.ok:
+        error = result.error or {}
+        out.note("error: the demo did not end green" + (
+            f": {error['message']}" if error.get("message") else ""))
+        if error.get("hint"):
+            out.note(f"hint: {error['hint']}")
+        if not result.kept:
+            out.note("hint: run `romkit demo --keep` to inspect the workspace of a failed run")
+        raise typer.Exit(int(error.get("exit_code") or EXIT_FAILURE))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(_demo_cmd)
