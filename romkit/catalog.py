@@ -669,8 +669,8 @@ class _MirrorLine(_Model):
     """One `[[mirror]]` line of a mirror list: which entry, which URL."""
 
     id: str
-    url: str
-    label: str | None = None
+    url: str = Field(max_length=2048)
+    label: str | None = Field(default=None, max_length=200)
 
     _url = field_validator("url")(staticmethod(_check_url))
     _label = field_validator("label")(staticmethod(_check_label))

@@ -16,6 +16,7 @@ Knows nothing about HTTP or the catalog.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import re
@@ -362,9 +363,17 @@ class _SinkFactory(WriterFactory):
         return sink
 
 
-def _disk(exc: OSError, path: Path) -> DiskError:
-    return DiskError(f"cannot write {path}: {exc.strerror or exc}",
-                     hint="free some disk space or choose another --dest")
+def _disk(exc: OSError, path: Path) -> DiskError | ArchiveError:
+    """A write failure while unpacking: a member name the file system cannot hold is the
+    archive's fault; anything else (space, permissions) is the destination's."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return ArchiveError(f"archive member path is too long for this file system: "
+                            f"{str(path)[:80]}…",
+                            hint="this is not a normal firmware package; unpack it by hand "
+                                 "and use `--from DIR` if you trust it")
+    hint = ("free some disk space or choose another --dest" if exc.errno == errno.ENOSPC
+            else "check that the destination folder is writable, or choose another --dest")
+    return DiskError(f"cannot write {path}: {exc.strerror or exc}", hint=hint)
 
 
 def _check_limits(path: Path, members: list[Member], limits: ExtractLimits,
@@ -480,10 +489,10 @@ def extract(archive: Path, dest: Path, *, force: bool = False,
     budget = _Budget(min(lim.max_total, total), total, rep)
     rep.start("unpack", f"unpack {archive.name}", total=total)
     try:
-        for d in sorted({m.name for m in members if m.is_dir}
-                        | {str(PurePosixPath(m.name).parent) for m in members}):
-            (tmp / d).mkdir(parents=True, exist_ok=True)
         try:
+            for d in sorted({m.name for m in members if m.is_dir}
+                            | {str(PurePosixPath(m.name).parent) for m in members}):
+                (tmp / d).mkdir(parents=True, exist_ok=True)
             if fmt == "zip":
                 _extract_zip(archive, tmp, members, budget)
             else:
