@@ -1,0 +1,10 @@
+"""Fuzz-test plumbing: make the shared test helpers importable (this folder is no package)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_TESTS = str(Path(__file__).resolve().parent.parent)
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)

@@ -1,0 +1,53 @@
+"""Structure-aware fuzzing of scatter files (old MT6589 format and V1.1.x).
+
+Valid scatters — the two real fixtures and the synthetic S820 layout written in both formats —
+get a few line edits each (numbers replaced by absurd ones, lines duplicated, swapped, cut,
+values replaced by junk). Parsing may only raise RomkitError, and whatever parses must survive
+being written back: writing may only raise RomkitError, and the rewritten text must parse to
+the same partitions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fuzzlib import fuzz_settings, mutated_text, only_romkit_errors
+from hypothesis import given
+
+from romkit.firmware.scatter import Layout, parse_scatter_text, write_scatter
+from romkit.sim.sample_firmware import _layout as s820_layout
+
+FIX = Path(__file__).resolve().parent.parent / "fixtures" / "scatter"
+OLD = (FIX / "MT6589_Android_scatter_emmc.lenovo-s960.txt").read_text()
+V1 = (FIX / "MT6582_Android_scatter.micromax-q340.txt").read_text()
+S820_OLD = write_scatter(s820_layout(), "old")
+S820_V1 = write_scatter(s820_layout(), "v1")
+VALID = (OLD, V1, S820_OLD, S820_V1)
+FUZZ = fuzz_settings(150)
+
+
+def _parts(layout: Layout) -> list[dict[str, object]]:
+    return [p.model_dump() for p in layout.partitions]
+
+
+def test_seeds_are_valid() -> None:
+    """The starting points parse, so the edits (not the seeds) are what is being tested."""
+    for text in VALID:
+        assert parse_scatter_text(text, "MT6589_Android_scatter.txt").partitions
+
+
+@FUZZ
+@given(mutated_text(VALID))
+def test_mutated_scatter_raises_only_romkit_errors(text: str) -> None:
+    layout = only_romkit_errors(parse_scatter_text, text, "MT6589_Android_scatter.txt")
+    if layout is None:
+        return
+    again = only_romkit_errors(write_scatter, layout)
+    if again is not None:
+        reread = parse_scatter_text(again, "MT6589_Android_scatter.txt")
+        assert _parts(reread) == _parts(layout), "write_scatter changed the partitions"
+    for fmt in ("old", "v1"):
+        only_romkit_errors(write_scatter, layout, fmt)
+    for part in layout.partitions:
+        _ = (part.end, part.marker_blocks)
+    _ = (layout.download_partitions, layout.real_partitions)
