@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -392,3 +393,18 @@ def test_dry_run_with_port_checks_the_phone_and_writes_nothing(phone: VirtualPho
     log = phone.wait_finished(5)
     assert log.bytes_written == 0 and log.finish_mode == 0
     assert not (paths.data_dir() / "backups").exists()
+
+
+def test_firmware_for_another_chip_is_refused_before_the_da_is_sent(
+        tmp_path: Path, folder: Path, phone: VirtualPhone) -> None:
+    # an old-format scatter names its platform only in the file name: make it an MT6582 load
+    shutil.copytree(folder.parent, tmp_path / "pkg")
+    other = tmp_path / "pkg" / folder.name
+    scatter = other / "MT6589_Android_scatter_emmc.txt"
+    scatter.rename(other / "MT6582_Android_scatter_emmc.txt")
+    with pytest.raises(DeviceError) as ei:
+        flash(_req(other, phone))
+    assert ei.value.spft_code == 8200 and ei.value.exit_code == 4
+    assert "0x6582" in ei.value.message and "0x6583" in ei.value.message
+    log = phone.wait_finished(5)
+    assert not log.da_loads and log.bytes_written == 0

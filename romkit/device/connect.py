@@ -63,17 +63,21 @@ class Device:
 
 def connect(port: str | None, *, da: DaFile, emi: bytes, emi_version: int,
             wait_timeout: float = 30, on_progress: ProgressCallback | None = None,
-            handshake_timeout: float = 10.0, timeout: float = 5.0) -> Device:
+            handshake_timeout: float = 10.0, timeout: float = 5.0,
+            expected_hw_code: int | None = None) -> Device:
     """Wait for the phone, talk it into running our DA, and return the open `Device`.
 
     `emi` is the preloader's EMI_SETTINGS table (`PreloaderInfo.emi_blob`) and `emi_version`
     its MTK_BLOADER_INFO version; the DA needs them to bring up DRAM before stage 2.
+    `expected_hw_code` (from the scatter's platform) is checked right after GET_HW_CODE, so
+    firmware for another chip is refused as SP Flash Tool does (8200) before any DA is sent.
     """
     rep = Reporter(on_progress)
     path = wait_for_port(port, wait_timeout, on_progress=on_progress)
     transport = _open(path, timeout)
     try:
-        return _bring_up(transport, path, da, emi, emi_version, rep, handshake_timeout)
+        return _bring_up(transport, path, da, emi, emi_version, rep, handshake_timeout,
+                         expected_hw_code)
     except BaseException:
         transport.close()
         raise
@@ -93,11 +97,19 @@ def _open(path: str, timeout: float) -> SerialTransport:
 
 
 def _bring_up(t: Transport, path: str, da: DaFile, emi: bytes, emi_version: int,
-              rep: Reporter, handshake_timeout: float) -> Device:
+              rep: Reporter, handshake_timeout: float,
+              expected_hw_code: int | None = None) -> Device:
     brom = Brom(t)
     rep.info(f"handshaking with {path}", port=path)
     brom.handshake(handshake_timeout)
     hw_code = brom.get_hw_code()
+    if expected_hw_code is not None and hw_code != expected_hw_code:
+        raise DeviceError(
+            f"the firmware is for hw code 0x{expected_hw_code:04X} but the phone reports "
+            f"0x{hw_code:04X}: load and target are inconsistent",
+            hint="use firmware made for this phone's chip (a fake or different model reports "
+                 "another hw code); nothing was sent to the phone",
+            spft_code=8200, details={"hw_code": hw_code, "expected": expected_hw_code})
     hs = brom.get_hw_sw_ver()
     entry = da.select(hw_code, hs.hw_ver, hs.sw_ver)
     rep.info(f"chip 0x{hw_code:04X} hw 0x{hs.hw_ver:04X} sw 0x{hs.sw_ver:04X}",

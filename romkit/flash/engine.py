@@ -45,7 +45,14 @@ from romkit.flash.link import (
     read_device_pmt,
     resolve_da,
 )
-from romkit.flash.plan import FlashPlan, Operation, PlanOptions, build_plan, check_device
+from romkit.flash.plan import (
+    PLATFORM_HW_CODES,
+    FlashPlan,
+    Operation,
+    PlanOptions,
+    build_plan,
+    check_device,
+)
 from romkit.flash.streams import CompareSink, DigestSink
 from romkit.progress import ProgressCallback, Reporter
 from romkit.workspace import resolve_firmware_dir
@@ -440,7 +447,8 @@ def flash(request: FlashRequest, on_progress: ProgressCallback | None = None) ->
         return FlashResult(mode=plan.mode, dry_run=True, plan=plan, warnings=plan.warnings)
     da_path = resolve_da(request.da, fw.flash_tool_dir)
     da, pre = load_link_files(da_path, Path(plan.preloader))
-    dev = open_device(request.port, da, pre, Path(plan.preloader), wait=request.wait, rep=rep)
+    dev = open_device(request.port, da, pre, Path(plan.preloader), wait=request.wait, rep=rep,
+                      expected_hw_code=PLATFORM_HW_CODES.get((plan.platform or "").upper()))
     try:
         pmt = read_device_pmt(dev, rep)
         n_warn = len(plan.warnings)

@@ -119,11 +119,12 @@ def explain_dram_failure(exc: DramInitError, pre: PreloaderInfo,
 
 
 def open_device(port: str | None, da: DaFile, pre: PreloaderInfo, preloader_path: Path, *,
-                wait: float, rep: Reporter) -> Device:
+                wait: float, rep: Reporter, expected_hw_code: int | None = None) -> Device:
     """Connect and start the DA; a DRAM failure becomes an explained 4032."""
     try:
         return connect(port, da=da, emi=pre.emi_blob, emi_version=pre.emi_version or 0,
-                       wait_timeout=wait, on_progress=rep.callback)
+                       wait_timeout=wait, on_progress=rep.callback,
+                       expected_hw_code=expected_hw_code)
     except DramInitError as exc:
         raise explain_dram_failure(exc, pre, preloader_path) from exc
 

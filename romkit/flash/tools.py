@@ -34,7 +34,7 @@ from romkit.flash.link import (
     read_device_pmt,
     resolve_da,
 )
-from romkit.flash.plan import PmtRow
+from romkit.flash.plan import PLATFORM_HW_CODES, PmtRow
 from romkit.flash.streams import DigestSink
 from romkit.fsutil import atomic_open
 from romkit.progress import ProgressCallback, Reporter
@@ -120,7 +120,9 @@ def _connect(req: PhoneRequest, rep: Reporter) -> tuple[Device, Firmware | None]
                          hint="pass --preloader FILE (the firmware's preloader_*.bin)")
     da_path = resolve_da(req.da, fw.flash_tool_dir if fw is not None else None)
     da, pre = load_link_files(da_path, pre_path)
-    return open_device(req.port, da, pre, pre_path, wait=req.wait, rep=rep), fw
+    platform = (fw.layout.platform or "").upper() if fw is not None else ""
+    return open_device(req.port, da, pre, pre_path, wait=req.wait, rep=rep,
+                       expected_hw_code=PLATFORM_HW_CODES.get(platform)), fw
 
 
 def _user_range(name: str, row_offset: int, size: int) -> StorageRange:
