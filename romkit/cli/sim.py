@@ -6,6 +6,7 @@ Lets users rehearse a flash, and tests drive the real engine, without risking a 
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Literal
 
@@ -112,10 +113,25 @@ def sim_command(
     if not out.json:
         typer.echo(f"memory part: {phone.memory_label} (ID {phone.config.cid.hex()}); "
                    f"eMMC {opts.storage}; state in {state_dir}")
+    _unplug_on_signals()
     try:
         serve(phone, on_session)
     except KeyboardInterrupt:
         out.note("unplugged")
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _unplug_on_signals() -> None:
+    """Ctrl-C and `kill` both unplug the phone cleanly (pty closed, state flushed).
+
+    A shell starts background jobs with SIGINT ignored, so `romkit sim &` would otherwise
+    ignore Ctrl-C / `kill -INT`; SIGTERM would kill it without closing the pty.
+    """
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def register(app: typer.Typer) -> None:
