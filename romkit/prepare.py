@@ -63,7 +63,7 @@ from romkit.firmware.preloader import (
 )
 from romkit.fsutil import atomic_copy, atomic_write_bytes, atomic_write_text, sha256_file
 from romkit.progress import ProgressCallback, Reporter
-from romkit.workspace import resolve_firmware_dir
+from romkit.workspace import recorded_build, resolve_firmware_dir
 
 RECORD_DIR = ".romkit/prepare"
 MANIFEST = "manifest.json"
@@ -373,7 +373,8 @@ class _Context:
         return self._catalog
 
     def build(self) -> Build | None:
-        """The catalog build this folder holds: --build, else its folder names or build id."""
+        """The catalog build this folder holds: --build, else the build `fetch` recorded for it,
+    its folder names or its build id."""
         if self._build is not False:
             return self._build if isinstance(self._build, Build) else None
         found: Build | None = None
@@ -382,8 +383,8 @@ class _Context:
             found = named if isinstance(named, Build) else None
         else:
             folder = self.fw.folder.resolve()
-            names = [folder.name, folder.parent.name, folder.parent.parent.name,
-                     self.props.get("ro.build.display.id", "")]
+            names = [recorded_build(folder) or "", folder.name, folder.parent.name,
+                     folder.parent.parent.name, self.props.get("ro.build.display.id", "")]
             for name in filter(None, names):
                 entry = self.catalog.find(name)
                 if isinstance(entry, Build):

@@ -20,18 +20,33 @@ def has_scatter(directory: Path) -> bool:
     return directory.is_dir() and any(directory.glob("*_scatter*.txt"))
 
 
-def record_current_firmware(folder: Path) -> None:
+def record_current_firmware(folder: Path, build_id: str | None = None) -> None:
+    """Remember the folder (and which catalog build it holds) for commands run without one."""
     state = paths.ensure_dir(paths.data_dir()) / _STATE
-    atomic_write_text(state, json.dumps({"firmware": str(folder.resolve())}, indent=2))
+    record = {"firmware": str(folder.resolve()), "build": build_id}
+    atomic_write_text(state, json.dumps(record, indent=2))
+
+
+def _record() -> dict[str, object]:
+    try:
+        value = json.loads((paths.data_dir() / _STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def current_firmware() -> Path | None:
-    state = paths.data_dir() / _STATE
-    try:
-        value = json.loads(state.read_text(encoding="utf-8")).get("firmware")
-    except (OSError, ValueError, AttributeError):
-        return None
+    value = _record().get("firmware")
     return Path(value) if isinstance(value, str) else None
+
+
+def recorded_build(folder: Path) -> str | None:
+    """The build id `fetch` recorded for `folder`, if it is the recorded current firmware."""
+    record = _record()
+    build, firmware = record.get("build"), record.get("firmware")
+    if not isinstance(build, str) or not isinstance(firmware, str):
+        return None
+    return build if Path(firmware) == folder.resolve() else None
 
 
 def resolve_firmware_dir(arg: Path | None) -> Path:

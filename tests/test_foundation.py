@@ -73,3 +73,18 @@ def test_romkit_home_moves_all_dirs(romkit_home: Path) -> None:
     assert paths.cache_dir().is_relative_to(romkit_home)
     assert paths.data_dir().is_relative_to(romkit_home)
     assert paths.config_dir().is_relative_to(romkit_home)
+
+
+def test_recorded_build_only_for_the_recorded_folder(tmp_path: Path) -> None:
+    from romkit.workspace import current_firmware, record_current_firmware, recorded_build
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    assert current_firmware() is None and recorded_build(a) is None
+    record_current_firmware(a, "S820_ROW_S124_140404")
+    assert current_firmware() == a.resolve()
+    assert recorded_build(a) == "S820_ROW_S124_140404"
+    assert recorded_build(b) is None
+    record_current_firmware(b)
+    assert recorded_build(b) is None and recorded_build(a) is None

@@ -132,7 +132,7 @@ def fetch(request: FetchRequest, on_progress: ProgressCallback | None = None) ->
         return _dry_run(request, target, candidates, base)
     if request.from_path is not None and request.from_path.is_dir():
         firmware, tool = archive.find_firmware(request.from_path)
-        record_current_firmware(firmware)
+        record_current_firmware(firmware, entry_id)
         rep.info(f"using the unpacked folder {request.from_path} as it is (nothing to verify "
                  "without the archive)")
         return base.model_copy(update={"dest": request.from_path.absolute(),
@@ -152,7 +152,7 @@ def fetch(request: FetchRequest, on_progress: ProgressCallback | None = None) ->
     if not unpack:
         return result
     unpacked = archive.extract(got.path, dest, force=request.force, on_progress=on_progress)
-    record_current_firmware(unpacked.firmware_folder)
+    record_current_firmware(unpacked.firmware_folder, entry_id)
     return result.model_copy(update={
         "dest": unpacked.dest, "firmware_folder": unpacked.firmware_folder,
         "flash_tool_folder": unpacked.flash_tool_folder, "unpacked": not unpacked.reused})
