@@ -23,6 +23,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from romkit import __version__
+from romkit.device.protocol import byte_sum
+from romkit.device.protocol import byte_sum16 as byte_sum16  # the checksum.ini value of a buffer
 from romkit.errors import FirmwareFormatError
 from romkit.fsutil import atomic_copy, atomic_write_text
 from romkit.progress import ProgressCallback, Reporter
@@ -31,7 +33,6 @@ if TYPE_CHECKING:
     from romkit.firmware.package import Firmware
 
 SUM_CHUNK = 4 * 1024 * 1024  # fits L2/L3 well; larger chunks measured slower
-SUM_ROW = 4096  # bytes per row: 4096 × 255 fits a uint32 row sum
 MAX_INI_BYTES = 1024 * 1024
 CHECKSUM_NAMES = ("Checksum.ini", "checksum.ini", "Checksum.INI", "CHECKSUM.INI")
 _HINT = "regenerate it with `romkit checksum --write`, or delete it (SP Flash Tool then skips)"
@@ -39,24 +40,6 @@ _SECTION_RE = re.compile(r"^\[([^\]]+)\]$")
 _KEY_RE = re.compile(r"^([^=]+?)\s*=\s*(.*?)$")
 
 Status = Literal["ok", "mismatch", "missing-key", "no-image", "no-ini"]
-
-
-def _sum(arr: np.ndarray) -> int:
-    """Exact sum of a uint8 array: rows of 4 KiB summed in uint32, then the row sums.
-
-    Summing rows in 32 bits is ~10% faster than one 64-bit accumulation (bench/).
-    """
-    whole = len(arr) - len(arr) % SUM_ROW
-    total = 0
-    if whole:
-        rows = arr[:whole].reshape(-1, SUM_ROW).sum(axis=1, dtype=np.uint32)
-        total = int(rows.sum(dtype=np.uint64))
-    return total + int(arr[whole:].sum(dtype=np.uint64))
-
-
-def byte_sum16(data: bytes | bytearray | memoryview) -> int:
-    """16-bit sum of all bytes of an in-memory buffer."""
-    return _sum(np.frombuffer(data, dtype=np.uint8)) & 0xFFFF
 
 
 def byte_sum16_file(path: Path | str, *, reporter: Reporter | None = None, task: str = "",
@@ -73,7 +56,7 @@ def byte_sum16_file(path: Path | str, *, reporter: Reporter | None = None, task:
     try:
         with p.open("rb", buffering=0) as fh:
             while n := fh.readinto(view):
-                total += _sum(buf[:n])
+                total += byte_sum(buf[:n])
                 done += n
                 if reporter is not None:
                     reporter.update(task, done)
