@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -301,9 +301,13 @@ class _Runner:
             sha256=op.sha256, sum16=op.sum16, verified=verified, rewrites=rewrites,
             seconds=round(time.monotonic() - t0, 3)))
 
-    def _write(self, op: Operation, length: int) -> None:
-        task = f"write:{op.partition}"
-        self.rep.start(task, f"write {op.partition}", length)
+    @contextmanager
+    def _transfer(self, op: Operation, length: int, kind: str,
+                  action: str) -> Iterator[tuple[ExitStack, Callable[[int], None]]]:
+        """One progress task for a write or read-back of `op`, and device errors located at
+        the partition and offset reached (so the message says where a re-run resumes)."""
+        task = f"{kind}:{op.partition}"
+        self.rep.start(task, f"{kind} {op.partition}", length)
         progress = _task_bytes(self.rep, self.meter, task)
         last = {"done": 0}
 
@@ -313,11 +317,15 @@ class _Runner:
 
         try:
             with ExitStack() as stack:
-                src = self._open_source(op, stack)
-                got = self.io.write(op.region, op.offset, src, length, on_bytes)
+                yield stack, on_bytes
         except DeviceError as exc:
-            raise _located(exc, op, last["done"], "writing") from exc
-        self.rep.end(task)
+            raise _located(exc, op, last["done"], action) from exc
+
+    def _write(self, op: Operation, length: int) -> None:
+        with self._transfer(op, length, "write", "writing") as (stack, on_bytes):
+            src = self._open_source(op, stack)
+            got = self.io.write(op.region, op.offset, src, length, on_bytes)
+        self.rep.end(f"write:{op.partition}")
         if got != op.sum16:
             raise StorageError(
                 f"{op.partition}: the data sent sums to 0x{got:04X}, the image to "
@@ -328,22 +336,10 @@ class _Runner:
     def _verify(self, op: Operation, length: int) -> int | None:
         """Read back; None if sum16 and sha256 both match, else the first differing offset."""
         task = f"verify:{op.partition}"
-        self.rep.start(task, f"verify {op.partition}", length)
-        progress = _task_bytes(self.rep, self.meter, task)
-        last = {"done": 0}
-
-        def on_bytes(done: int) -> None:
-            last["done"] = done
-            progress(done)
-
-        try:
-            with ExitStack() as stack:
-                expected = self._open_source(op, stack)
-                sink = CompareSink(expected)
-                got = self.io.read(StorageRange(name=op.partition, region=op.region,
-                                                offset=op.offset, length=length), sink, on_bytes)
-        except DeviceError as exc:
-            raise _located(exc, op, last["done"], "reading back") from exc
+        with self._transfer(op, length, "verify", "reading back") as (stack, on_bytes):
+            sink = CompareSink(self._open_source(op, stack))
+            got = self.io.read(StorageRange(name=op.partition, region=op.region,
+                                            offset=op.offset, length=length), sink, on_bytes)
         ok = (got == op.sum16 and sink.sum16 == op.sum16 and sink.sha256 == op.sha256
               and sink.first_mismatch is None and sink.length == length)
         self.rep.end(task, f"verified {op.partition}: sum16 0x{sink.sum16:04X}, sha256 "
