@@ -68,7 +68,7 @@ def bench_download(work: Path, size_mb: int, rate_kib: int) -> list[tuple[str, f
             print("curl not installed: baseline skipped")
         if shutil.which("aria2c"):
             rows.append(("aria2c -x8", _timed(lambda: subprocess.run(
-                ["aria2c", "-q", "-x8", "-s8", "--allow-overwrite=true", "-d", str(work),
+                ["aria2c", "-q", "-x8", "-s8", "-k1M", "--allow-overwrite=true", "-d", str(work),
                  "-o", "aria.out", url], check=True))))
         else:
             print("aria2c not installed: baseline skipped")

@@ -49,12 +49,12 @@ class Bench:
 
 BENCHES: tuple[Bench, ...] = (
     Bench("checksum_bench.py", "Checksum throughput vs md5sum and cat",
-          ("--mib", "512", "--runs", "3"), ("--mib", "64", "--runs", "2")),
+          ("--mib", "1024", "--runs", "3"), ("--mib", "64", "--runs", "2")),
     Bench("fetch_bench.py", "Download vs curl / aria2c -x8 (capped local server); unpack vs 7z x",
-          ("--size-mb", "32", "--unpack-mb", "128"),
+          ("--size-mb", "32", "--unpack-mb", "512"),
           ("--size-mb", "8", "--unpack-mb", "32")),
     Bench("flash_bench.py", "Flash to the virtual phone vs raw pty throughput; peak RSS",
-          ("--mib", "128", "--rss-mib", "512"),
+          ("--mib", "256", "--rss-mib", "1024"),
           ("--mib", "32", "--rss-mib", "128", "--runs", "1")),
     Bench("profile_flash.py", "CPU profile of the flash path (cProfile, top 5)",
           ("--scale", "8"), ("--scale", "2")),
