@@ -285,6 +285,7 @@ def test_wait_for_port_times_out_with_a_prompt(tmp_path: Path) -> None:
     with pytest.raises(TransportError) as ei:
         wait_for_port(str(tmp_path / "never"), timeout=0.15, poll=0.02, on_progress=events.append)
     assert "within" in ei.value.message
+    assert ei.value.spft_code == 8100  # SP Flash Tool's FT_FIND_USB_ERROR
     assert events and events[0].kind == "info" and "USB" in events[0].label
 
 

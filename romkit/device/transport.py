@@ -39,6 +39,8 @@ DISCONNECT_HINT = (
     "connect it again."
 )
 IO_CHUNK = 64 * 1024  # largest piece handed to pyserial at once (see read/write)
+# SP Flash Tool's "no USB port found" (low battery, bad cable, hub or driver).
+FT_FIND_USB_ERROR = 8100
 CONNECT_PROMPT = (
     "Power off the phone, remove the battery for a few seconds, put it back and connect the "
     "USB cable (hold Volume- if it does not show up)."
@@ -270,6 +272,7 @@ def wait_for_port(port: str | None, timeout: float, poll: float = 0.05,
             raise TransportError(
                 f"no phone appeared on {target} within {timeout:g} s",
                 hint=CONNECT_PROMPT + " " + DOCTOR_HINT,
+                spft_code=FT_FIND_USB_ERROR,
                 details={"port": port, "timeout": timeout},
             )
         time.sleep(poll)
