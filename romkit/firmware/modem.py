@@ -126,7 +126,7 @@ def classify(name: str) -> ModemFileName | None:
         return None
     stem, suffix = _split_suffix(base)
     if kind == "modem" and stem.lower() != "modem":
-        return None  # modem_E1.img, modem_sys2.img …: other modem systems, not handled here
+        return None  # modem_E1.img (MD1 by chip revision), modem_sys2.img (MD2): not handled
     if kind == "catcher_filter" and stem.lower() != "catcher_filter":
         return None
     if kind in ("bplguinfo", "dbginfo") and len(stem) <= len(stem.split("_", 1)[0]) + 1:
