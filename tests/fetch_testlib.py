@@ -78,14 +78,23 @@ def zip_raw_name(path: Path, name: str, data: bytes,
 
 
 def patch_7z_name(path: Path, old: str, new: str) -> None:
-    """Rewrite a member name in a 7z with a plain header (same length) and fix both CRCs,
-    so hostile names py7zr would refuse to write can still be tested."""
-    assert len(old) == len(new)
+    """Rewrite a member name in a 7z with a plain header and fix both CRCs, so hostile names
+    py7zr would refuse to write can still be tested. 7z stores names as NUL-terminated
+    UTF-16-LE, so `old` and `new` must have the same *encoded* length (a non-BMP character is
+    two UTF-16 units) and `new` cannot hold a NUL."""
+    old_raw, new_raw = old.encode("utf-16-le"), new.encode("utf-16-le")
+    assert len(old_raw) == len(new_raw), "stand-in must match the UTF-16 length of the name"
+    assert "\x00" not in new, "a 7z member name cannot hold NUL (it ends the name)"
     raw = bytearray(path.read_bytes())
-    i = raw.find(old.encode("utf-16-le"))
-    assert i >= 0, "write the archive with plain_header=True"
-    raw[i:i + 2 * len(old)] = new.encode("utf-16-le")
     off, size, _crc = struct.unpack("<QQI", raw[12:32])
+    # Search the header only (packed data may hold any short byte run), for the name with a
+    # NUL before it (external flag or the previous name's terminator) and its own terminator.
+    start, end = 32 + off, 32 + off + size
+    needle = b"\x00" + old_raw + b"\x00\x00"
+    i = raw.find(needle, start, end)
+    assert i >= 0, "write the archive with plain_header=True"
+    assert raw.find(needle, i + 1, end) < 0, f"stand-in {old!r} is not unique in the header"
+    raw[i + 1:i + 1 + len(old_raw)] = new_raw
     header = bytes(raw[32 + off:32 + off + size])
     raw[28:32] = struct.pack("<I", zlib.crc32(header))
     raw[8:12] = struct.pack("<I", zlib.crc32(bytes(raw[12:32])))

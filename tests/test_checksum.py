@@ -39,14 +39,13 @@ def test_fixture_lk_matches_real_checksum_ini(fixtures_dir: Path) -> None:
     assert ini.lookup("LK_A") == ("lk_a", 0x2CB4)
 
 
-def test_chunked_sum_matches_across_chunk_boundaries(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chunked_sum_matches_across_chunk_boundaries(tmp_path: Path) -> None:
     data = hashlib.shake_256(b"chunks").digest(10_007) + b"\xff" * 70_001
     path = tmp_path / "img"
     path.write_bytes(data)
-    for chunk in (4093, 3 * 4096 + 5, 1 << 20):
-        monkeypatch.setattr(ck, "SUM_CHUNK", chunk)
-        assert byte_sum16_file(path) == sum(data) & 0xFFFF
+    for chunk in (511, 4093, 3 * 4096 + 5, 1 << 20):
+        assert byte_sum16_file(path, chunk=chunk) == sum(data) & 0xFFFF
+    assert byte_sum16_file(path) == sum(data) & 0xFFFF
     assert byte_sum16(data) == sum(data) & 0xFFFF
     empty = tmp_path / "empty"
     empty.write_bytes(b"")

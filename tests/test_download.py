@@ -65,12 +65,20 @@ def test_segmented_download_fetches_each_byte_once() -> None:
 
 def test_drops_and_500s_are_retried() -> None:
     data = _data(700_000)
+    drop = Fault("drop", after=10_000, times=3, min_offset=1)
+    unavailable = Fault("status", status=503, times=2, min_offset=1)
     with LocalServer({"fw.7z": data}) as srv:
-        srv.add_fault("fw.7z", Fault("drop", after=10_000, times=3, min_offset=1))
-        srv.add_fault("fw.7z", Fault("status", status=503, times=2, min_offset=1))
+        srv.add_fault("fw.7z", drop)
+        srv.add_fault("fw.7z", unavailable)
         res = download(_target(data), [Candidate(url=srv.url("fw.7z"))], options=FAST)
+        srv.wait_idle()
+        served = srv.served
     assert hashlib.sha256(res.path.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
     assert res.attempts[0].outcome == "ok"
+    # The faults really fired: all uses spent, and the server log shows them.
+    assert (drop.times, unavailable.times) == (0, 0)
+    assert sum(s.status == 503 and s.sent == 0 for s in served) == 2
+    assert sum(s.status == 206 and s.sent == 10_000 < s.end - s.start for s in served) == 3
 
 
 def test_failover_on_http_error_wrong_size_and_bad_bytes() -> None:
@@ -122,11 +130,16 @@ def test_only_http_errors_raise_download_error() -> None:
 def test_no_range_server_falls_back_to_one_stream() -> None:
     data = _data(400_000)
     events: list = []
+    drop = Fault("drop", after=50_000, times=1, min_offset=0)
     with LocalServer({"fw.7z": data}, ranges=False) as srv:
-        srv.add_fault("fw.7z", Fault("drop", after=50_000, times=1, min_offset=0))
+        srv.add_fault("fw.7z", drop)
         res = download(_target(data), [Candidate(url=srv.url("fw.7z"))], options=FAST,
                        on_progress=events.append)
-        assert all(not s.ranged for s in srv.served)
+        srv.wait_idle()
+        served = srv.served
+    assert all(not s.ranged for s in served)
+    assert drop.times == 0
+    assert [s.sent for s in served if s.sent < s.end - s.start] == [50_000]
     assert res.path.read_bytes() == data
     assert any("does not support ranges" in e.label for e in events)
 

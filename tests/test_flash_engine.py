@@ -21,7 +21,6 @@ import pytest
 from romkit import paths
 from romkit.device import protocol as P
 from romkit.errors import DeviceError, DramInitError, LayoutChangedError, ValidationError
-from romkit.firmware.preloader import to_boot1_image
 from romkit.flash import journal as jr
 from romkit.flash.backup import find_set
 from romkit.flash.engine import FlashRequest, flash
@@ -86,9 +85,16 @@ def assert_images_on_phone(phone: VirtualPhone, folder: Path,
         want = (folder / file).read_bytes()
         got = phone.storage.read(P.PART_USER, _user(scatter, part), len(want))
         assert got == want, f"{part} differs on the phone"
-    pre = to_boot1_image((folder / PRELOADER_NAME).read_bytes())
     if names is None or "PRELOADER" in names:
-        assert phone.storage.read(P.PART_BOOT1, 0, len(pre)) == pre
+        # BOOT1 layout checked field by field (as test_preloader does), not by re-running
+        # the to_boot1_image the engine itself uses: EMMC_BOOT at 0 pointing at BRLYT at
+        # 0x200, whose boot region is 0x800, where the raw preloader sits.
+        raw = (folder / PRELOADER_NAME).read_bytes()
+        boot1 = phone.storage.read(P.PART_BOOT1, 0, 0x800 + len(raw))
+        assert boot1[:9] == b"EMMC_BOOT" and struct.unpack_from("<I", boot1, 0x10)[0] == 0x200
+        assert boot1[0x200:0x205] == b"BRLYT"
+        assert struct.unpack_from("<I", boot1, 0x20C)[0] == 0x800
+        assert boot1[0x800:] == raw, "PRELOADER differs on the phone"
 
 
 def _calibration(phone: VirtualPhone) -> bytes:

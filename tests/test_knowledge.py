@@ -306,14 +306,51 @@ def test_build_orders_tables_by_version_and_merges_names(tmp_path: Path) -> None
 
 
 # -- hostile input --------------------------------------------------------------------------------
+def _code_text(n: int, form: str) -> str:
+    """`n` written the ways SP Flash Tool logs and users do (and some they should not)."""
+    if form == "hex" and n >= 0:
+        return hex(n)
+    if form == "HEX" and n >= 0:
+        return f"0X{n:08X}"
+    if form == "neghex":
+        return f"-{hex(abs(n))}"
+    if form == "plus" and n >= 0:
+        return f"+{n}"
+    if form == "zeros" and n >= 0:
+        return f"{n:012d}"
+    if form == "spaced":
+        return f"  {n}\t"
+    return str(n)
+
+
+_code_texts = st.one_of(
+    st.text(max_size=60),
+    st.builds(_code_text,
+              st.one_of(st.integers(-(2**31), 2**32 - 1), st.integers(-(2**40), 2**40),
+                        st.sampled_from([0, 2**31 - 1, 2**31, 2**32 - 1, 2**32, -(2**31),
+                                         -(2**31) - 1, -1])),
+              st.sampled_from(["dec", "hex", "HEX", "neghex", "plus", "zeros", "spaced"])),
+)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.text(max_size=60))
+@given(_code_texts)
 def test_parse_code_fuzz_raises_only_usage_errors(text: str) -> None:
+    """Accepted texts give the signed-32-bit reading of the number written; others, and
+    numbers outside [-2^31, 2^32), raise UsageError."""
+    s = text.strip()
+    try:
+        number = int(s, 16) if s[:2].lower() == "0x" else int(s, 10)
+    except ValueError:
+        number = None
     try:
         value = kb.parse_code(text)
     except UsageError:
+        assert number is None or not -(2**31) <= number <= 0xFFFFFFFF or not s.isascii() \
+            or "_" in s or s.startswith("-0")
         return
-    assert 0 <= value <= 0xFFFFFFFF
+    assert number is not None and -(2**31) <= number <= 0xFFFFFFFF
+    assert value == number & 0xFFFFFFFF
 
 
 @settings(max_examples=200, deadline=None)

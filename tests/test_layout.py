@@ -97,14 +97,15 @@ def table(*slots: tuple[int, int, int, int]) -> bytes:
 
 
 EXT = 0x400  # EBR1 LBA
-DISK = {
-    0: table((0, 0x05, EXT, 0x100000), (0, 0x83, 0x6800, 0x5000), (0x80, 0x83, 0xB800, 0x5000),
-             (0, 0x83, 0x10800, 0x3000)),
+DISK_SLOTS: dict[int, list[tuple[int, int, int, int]]] = {
+    0: [(0, 0x05, EXT, 0x100000), (0, 0x83, 0x6800, 0x5000), (0x80, 0x83, 0xB800, 0x5000),
+        (0, 0x83, 0x10800, 0x3000)],
     # MediaTek-style EBR1: three logical partitions and a link to EBR2 in the last slot
-    EXT: table((0, 0x83, 0x200, 0x40000), (0, 0x83, 0x40200, 0x20000), (0, 0x83, 0x60200, 0x8000),
-               (0, 0x05, 0x70000, 0x10000)),
-    EXT + 0x70000: table((0, 0x0B, 0x10, 0xFFF0)),
+    EXT: [(0, 0x83, 0x200, 0x40000), (0, 0x83, 0x40200, 0x20000), (0, 0x83, 0x60200, 0x8000),
+          (0, 0x05, 0x70000, 0x10000)],
+    EXT + 0x70000: [(0, 0x0B, 0x10, 0xFFF0)],
 }
+DISK = {lba: table(*slots) for lba, slots in DISK_SLOTS.items()}
 
 
 def test_mbr_chain_numbers_partitions_like_linux() -> None:
@@ -195,10 +196,41 @@ def test_parse_mbr_only_raises_romkit_errors(raw: bytes, sign: bool) -> None:
         pass
 
 
+@st.composite
+def mutated_disk(draw: st.DrawFn) -> dict[int, list[tuple[int, int, int, int]]]:
+    """The valid DISK chain with a few edits to its slots: links re-pointed (to another
+    EBR, itself, nowhere), types, status bytes, starts and sizes changed, slots cleared."""
+    disk = {lba: list(slots) for lba, slots in DISK_SLOTS.items()}
+    ebr_offsets = [lba - EXT for lba in disk if lba >= EXT] + [0, 0x70000, 0x1000]
+    for _ in range(draw(st.integers(0, 4))):
+        lba = draw(st.sampled_from(sorted(disk)))
+        slots = disk[lba]
+        i = draw(st.integers(0, 3))
+        while len(slots) <= i:
+            slots.append((0, 0, 0, 0))
+        status, ptype, start, count = slots[i]
+        field = draw(st.sampled_from(["link", "link", "type", "status", "start", "size",
+                                      "clear"]))
+        if field == "link":
+            ptype, start = draw(st.sampled_from([0x05, 0x0F])), draw(st.sampled_from(ebr_offsets))
+            if lba != 0 and draw(st.booleans()):
+                disk.setdefault(EXT + start, [(0, 0x83, 0x20, draw(st.integers(0, 2**32 - 1)))])
+        elif field == "type":
+            ptype = draw(st.sampled_from([0, 0x05, 0x0F, 0x83, 0x0B]))
+        elif field == "status":
+            status = draw(st.sampled_from([0, 0x80, 0x01]))
+        elif field == "start":
+            start = draw(st.integers(0, 2**32 - 1))
+        elif field == "size":
+            count = draw(st.sampled_from([0, 1, 2**32 - 1]) | st.integers(0, 2**32 - 1))
+        else:
+            status, ptype, start, count = 0, 0, 0, 0
+        slots[i] = (status, ptype, start, count)
+    return disk
+
+
 @settings(max_examples=150, deadline=None)
-@given(st.dictionaries(st.integers(0, 64), st.lists(
-    st.tuples(st.sampled_from([0, 0x80, 0x01]), st.sampled_from([0, 0x05, 0x0F, 0x83, 0x0B]),
-              st.integers(0, 64), st.integers(0, 2**32 - 1)), max_size=4), max_size=8))
+@given(mutated_disk())
 def test_parse_mbr_chain_only_raises_romkit_errors(
         disk: dict[int, list[tuple[int, int, int, int]]]) -> None:
     def read_sector(lba: int) -> bytes:
@@ -210,3 +242,15 @@ def test_parse_mbr_chain_only_raises_romkit_errors(
         return
     numbers = [p.number for p in parts]
     assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+    # p1..p4 are the MBR's own data slots; logical ones count on from 5 without gaps, and
+    # each is a data slot of some EBR, its start taken relative to that EBR.
+    primary = {(i + 1, t, lba, n) for i, (_s, t, lba, n) in enumerate(disk[0])
+               if t not in (0, 0x05, 0x0F)}
+    assert {(p.number, p.type, p.start_lba, p.sectors) for p in parts if p.number <= 4} \
+        == primary
+    logical = [p for p in parts if p.number > 4]
+    assert [p.number for p in logical] == list(range(5, 5 + len(logical)))
+    for p in logical:
+        assert any((p.type, p.start_lba - ebr, p.sectors) == (t, lba, n)
+                   for ebr, slots in disk.items() if ebr
+                   for _s, t, lba, n in slots if t not in (0, 0x05, 0x0F)), p

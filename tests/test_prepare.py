@@ -11,6 +11,7 @@ from pathlib import Path
 
 import py7zr
 import pytest
+from fuzz.fuzzlib import mutated_text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -389,14 +390,65 @@ def test_update_checksum_text_replaces_and_adds() -> None:
         update_checksum_text("[VERSION]\nX=1\n", {"PRELOADER": ("PRELOADER", 1)})
 
 
+def test_update_checksum_text_empty_value_and_odd_line_breaks() -> None:
+    """Found by the fuzz below: an empty `PRELOADER=` must get its value on its own line
+    (not on the next one, glued to UBOOT), and characters Python's splitlines() treats as
+    line breaks (\x1e, \u2028) are plain text in an INI file, not line ends."""
+    got = update_checksum_text("[CheckSum]\r\nPRELOADER= \r\nUBOOT=0x1F00\r\n",
+                               {"PRELOADER": ("PRELOADER", 0x1234)})
+    assert got == "[CheckSum]\r\nPRELOADER= 0x1234\r\nUBOOT=0x1F00\r\n"
+    got = update_checksum_text("[CheckSum]\nlk=0x1\x1e2\npreloader=0x5\n",
+                               {"PRELOADER": ("PRELOADER", 0x1234)})
+    assert got == "[CheckSum]\nlk=0x1\x1e2\npreloader=0x1234\n"
+
+
+_INI_SEEDS = (
+    (Path(__file__).parent / "fixtures" / "checksum-mt8167" / "Checksum.ini").read_text(),
+    "[IsEnableChecksum]\r\nCHECKSUM_SWITCH=1\r\n[CheckSum]\r\nPRELOADER=5a3c\r\n"
+    "UBOOT=0x1F00\r\nBOOTIMG=ffff\r\n",
+    "; c\n[VERSION]\nVERSION=V1\n[CheckSum]\nlk = 0x5FFB\nboot = 0x0001\n",
+    "[CheckSum]\n  preloader  =  0x7EAD\n",
+)
+
+
+_INI_LINES = re.compile(r"\r\n|\r|\n")  # what ends a line for SP Flash Tool; not \x1e, \u2028 …
+
+
+def _first_preloader(lines: list[str]) -> int | None:
+    """Index of the first `preloader = …` line inside a [CheckSum] section, read the plain
+    INI way (independent of romkit's key regex)."""
+    section = ""
+    for i, line in enumerate(lines):
+        s = line.strip()
+        if s.startswith("[") and s.endswith("]"):
+            section = s[1:-1].strip().lower()
+        elif (section == "checksum" and not s.startswith((";", "#")) and "=" in s
+              and s.split("=", 1)[0].strip().upper() == "PRELOADER"):
+            return i
+    return None
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.text(max_size=400), st.integers(0, 0xFFFFFFFF))
+@given(mutated_text(_INI_SEEDS, max_edits=3), st.integers(0, 0xFFFFFFFF))
 def test_update_checksum_text_fuzz(text: str, value: int) -> None:
+    """Near-valid checksum.ini texts: the first PRELOADER entry of [CheckSum] gets the 16-bit
+    value (added when missing), and every other line is kept."""
     try:
         got = update_checksum_text(text, {"PRELOADER": ("PRELOADER", value)})
     except RomkitError:
+        assert not any(ln.strip().lower() == "[checksum]" for ln in text.splitlines())
         return
-    assert f"0x{value & 0xFFFF:04X}" in got
+    before, after = _INI_LINES.split(text), _INI_LINES.split(got)
+    at = _first_preloader(after)
+    assert at is not None
+    assert after[at].split("=", 1)[1].strip() == f"0x{value % 0x10000:04X}"
+    old_at = _first_preloader(before)
+    if old_at is not None:
+        del before[old_at]
+    del after[at]
+    while after and after[-1] == "" and (not before or before[-1] != ""):
+        after.pop()  # an entry added at the very end brings its own line ending
+    assert after == before
 
 
 # -- modem ----------------------------------------------------------------------------------------

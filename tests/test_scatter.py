@@ -117,11 +117,23 @@ def test_v1_fixture_partitions(fixtures_dir: Path) -> None:
     assert layout.physical_in_file is False
 
 
+def _v1_general(text: str) -> dict[str, str]:
+    """Independent reading of the `general` block: its 'key: value' lines."""
+    head = text.split("- partition_index:")[0]
+    return dict(m.groups() for m in re.finditer(r"^\s*-?\s*(\w+): *(\S.*?)\s*$", head,
+                                                re.MULTILINE))
+
+
 def test_v1_round_trip(fixtures_dir: Path) -> None:
     path = fixtures_dir / V1
+    text = path.read_text()
     layout = parse_scatter(path)
-    again = parse_scatter_text(write_scatter(layout), path.name)
-    assert _same(again, layout)
+    written = write_scatter(layout)
+    # Read back by the test's own reading, entry by entry and key by key, against the fixture.
+    assert _v1_entries(written) == _v1_entries(text)
+    assert _v1_general(written) == _v1_general(text)
+    assert _v1_general(text)["platform"] == "MT6582"
+    assert _same(parse_scatter_text(written, path.name), layout)
 
 
 def test_v1_unknown_keys_are_preserved(fixtures_dir: Path) -> None:
@@ -134,6 +146,9 @@ def test_v1_unknown_keys_are_preserved(fixtures_dir: Path) -> None:
     assert pre.extra["d_type"] == "LOW_PAGE" and pre.extra["slc_percentage"] == "50"
     written = write_scatter(layout)
     assert "  d_type: LOW_PAGE\n" in written and "  slc_percentage: 50\n" in written
+    got = _v1_entries(written)
+    assert got == _v1_entries(text)
+    assert got[0]["d_type"] == "LOW_PAGE" and got[0]["slc_percentage"] == "50"
     assert _same(parse_scatter_text(written, "MT6582_Android_scatter.txt"), layout)
 
 

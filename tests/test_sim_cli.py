@@ -65,14 +65,36 @@ def test_cli_bad_options_are_usage_errors(tmp_path: Path) -> None:
         assert "error:" in res.stderr and "hint:" in res.stderr
 
 
+_ID_FORMS = ("plain", "upper", "0x", "0X", "spaced", "colons", "padded", "odd", "junk")
+
+
+def _id_text(raw: bytes, form: str) -> str:
+    """`raw` written as a user might type it; "odd" and "junk" are near-misses."""
+    h = raw.hex()
+    return {"plain": h, "upper": h.upper(), "0x": "0x" + h, "0X": "0X" + h.upper(),
+            "spaced": " ".join(f"{b:02x}" for b in raw),
+            "colons": ":".join(f"{b:02X}" for b in raw), "padded": f"  {h}\n",
+            "odd": h[:-1], "junk": h + "g"}[form]
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.text(max_size=40))
-def test_memory_id_parser_raises_only_usage_errors(text: str) -> None:
+@given(st.one_of(st.text(max_size=40).map(lambda t: (t, None)),
+                 st.tuples(st.binary(max_size=20) | st.binary(min_size=15, max_size=18),
+                           st.sampled_from(_ID_FORMS))
+                 .map(lambda rf: (_id_text(*rf), rf[0] if rf[1] not in ("odd", "junk")
+                                  else None))))
+def test_memory_id_parser_raises_only_usage_errors(case: tuple[str, bytes | None]) -> None:
+    """Hex IDs of 1..16 bytes in any usual spelling give those bytes, zero-padded to the
+    16-byte CID; too long, empty, odd-length or non-hex input raises UsageError."""
+    text, raw = case
     try:
         cid = parse_memory_id(text, 2013)
     except UsageError:
+        assert raw is None or not 1 <= len(raw) <= 16
         return
     assert len(cid) == 16
+    if raw is not None:
+        assert cid == raw + bytes(16 - len(raw))
 
 
 @settings(max_examples=300, deadline=None)

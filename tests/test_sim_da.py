@@ -277,9 +277,16 @@ def test_2014_phone_with_synthetic_preloader_tables(tmp_path: Path, preloader_ye
 
 
 def test_factory_boot1_holds_the_boot1_form_of_the_preloader(tmp_path: Path) -> None:
+    """BOOT1 checked field by field (not with the to_boot1_image the sim itself uses):
+    EMMC_BOOT at 0 pointing at BRLYT at 0x200, boot region 0x800 holding the raw preloader."""
     artifacts = pytest.importorskip("romkit.sim.artifacts")
-    preloader = pytest.importorskip("romkit.firmware.preloader")
-    expected = preloader.to_boot1_image(artifacts.preloader_s820(2013))
+    raw = artifacts.preloader_s820(2013)
     phone = VirtualPhone(tmp_path / "s", year=2013)
-    assert phone.storage.read("BOOT1", 0, len(expected)) == expected
-    phone.storage.close()
+    try:
+        boot1 = phone.storage.read("BOOT1", 0, 0x800 + len(raw))
+    finally:
+        phone.storage.close()
+    assert boot1[:9] == b"EMMC_BOOT" and struct.unpack_from("<I", boot1, 0x10)[0] == 0x200
+    assert boot1[0x200:0x205] == b"BRLYT"
+    assert struct.unpack_from("<I", boot1, 0x20C)[0] == 0x800
+    assert boot1[0x800:] == raw
