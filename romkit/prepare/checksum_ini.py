@@ -14,8 +14,11 @@ from romkit.prepare.context import _Context
 from romkit.prepare.files import _hash_bytes, _rel, _sha, _size
 from romkit.prepare.models import PlanStep, PreparePlan
 
-_KEY_LINE = re.compile(r"^(?P<lead>\s*)(?P<key>[^=\s][^=]*?)(?P<sep>\s*=\s*)(?P<value>[^\r\n]*?)"
+_KEY_LINE = re.compile(r"^(?P<lead>[ \t]*)(?P<key>[^=\s][^=]*?)(?P<sep>[ \t]*=[ \t]*)"
+                       r"(?P<value>[^\r\n]*?)"
                        r"(?P<eol>\r\n|\n|\r)?$")
+
+_LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
 
 def update_checksum_text(text: str, updates: dict[str, tuple[str, int]]) -> str:
@@ -25,7 +28,9 @@ def update_checksum_text(text: str, updates: dict[str, tuple[str, int]]) -> str:
     Existing keys keep their spelling, spacing and line ending; missing ones are added at the
     end of the [CheckSum] section in the style of the line before. Values are `0x%04X`.
     """
-    lines = text.splitlines(keepends=True)
+    # Split on CR/LF only: str.splitlines() also breaks on \x1e, \u2028 … and a rewritten
+    # line would lose those characters.
+    lines = _LINES.findall(text)
     pending = dict(updates)
     section = ""
     last_key: int | None = None
