@@ -238,3 +238,30 @@ def test_garbage_and_truncated_raise_only_romkit_errors(
     else:
         assert (res.firmware_folder / "MT6589_Android_scatter_emmc.txt").is_file()
     assert {p.name for p in tmp.iterdir()} <= {arc.name, "dest"}
+
+
+def test_7z_member_named_only_dots_is_refused_as_hostile(tmp_path: Path) -> None:
+    from fetch_testlib import make_7z, patch_7z_name
+
+    from romkit.errors import ArchiveError
+    from romkit.fetch.archive import extract
+
+    src = make_7z(tmp_path / "fw.7z", {"target_bin/MT6589_Android_scatter_emmc.txt": b"s",
+                                       "dots": b"x"}, plain_header=True)
+    patch_7z_name(src, "dots", "././")
+    with pytest.raises(ArchiveError) as ei:
+        extract(src, tmp_path / "out")
+    assert "only '.' parts" in ei.value.message
+    assert not (tmp_path / "out").exists()
+
+
+def test_drive_path_hidden_behind_dot_is_refused(tmp_path: Path) -> None:
+    # found by fuzzing: "./C:" cleaned to "C:", which py7zr then refused as "corrupt"
+    from romkit.errors import ArchiveError
+    from romkit.fetch.archive import clean_name
+
+    with pytest.raises(ArchiveError, match="absolute path"):
+        clean_name("./C:")
+    with pytest.raises(ArchiveError, match="absolute path"):
+        clean_name("./D:/x.img")
+    assert clean_name("./fw/C_x.img") == "fw/C_x.img"

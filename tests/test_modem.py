@@ -193,8 +193,49 @@ def test_trailer_parser_with_magic_never_crashes(noise: bytes, magic: bytes) -> 
     md.parse_modem_trailer(noise[:300] + magic + noise[300:])
 
 
+# The four modem file stems with their extension; the BPLGUInfo / DbgInfo build part is drawn
+# in upper case + digits so it can never look like a (lower-case) `_X_YY_Z` suffix itself.
+_MODEM_STEMS = st.one_of(
+    st.tuples(st.sampled_from(["modem", "Modem", "MODEM"]), st.sampled_from([".img", ".IMG"])),
+    st.tuples(st.sampled_from(["catcher_filter", "CATCHER_FILTER"]),
+              st.sampled_from([".bin", ".Bin"])),
+    st.tuples(st.sampled_from(["BPLGUInfoCustomAppSrcP_", "bplguinfocustomappsrcp_",
+                               "DbgInfo_", "DBGINFO_"])
+              .flatmap(lambda head: st.lists(
+                  st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=1, max_size=8),
+                  min_size=1, max_size=6).map(lambda parts: head + "_".join(parts))),
+              st.just("")),
+)
+_IMAGE_TYPES = ("2g", "3g", "wg", "tg", "lwg", "ltg", "sglte", "ultg", "ulwg", "ulwtg",
+                "ulwcg", "ulwctg")
+_SUFFIXES = st.one_of(st.just(""), st.builds(
+    lambda m, t, v: f"_{m}_{t}_{v}", st.integers(1, 5), st.sampled_from(_IMAGE_TYPES),
+    st.sampled_from("ns")))
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.text(max_size=80), st.sampled_from(["plain", "1_3g_n"]))
+@given(_MODEM_STEMS, _SUFFIXES, st.sampled_from(["plain", "1_3g_n"]))
+def test_modem_names_rename_to_the_naming(stem_ext: tuple[str, str], suffix: str,
+                                          naming: str) -> None:
+    """Any modem / catcher_filter / BPLGUInfo / DbgInfo name, with or without a suffix,
+    renames to stem + the naming's suffix + extension (spelling kept)."""
+    stem, ext = stem_ext
+    name = stem + suffix + ext
+    want = stem + ("_1_3g_n" if naming == "1_3g_n" else "") + ext
+    assert md.target_name(name, naming) == want  # type: ignore[arg-type]
+
+
+_NAME_PARTS = st.one_of(
+    st.builds(lambda se, sfx: se[0] + sfx + se[1], _MODEM_STEMS, _SUFFIXES),
+    st.sampled_from(["modem", "catcher_filter", "DbgInfo_", "BPLGUInfoCustomAppSrcP_", "_",
+                     ".img", ".bin", "_1_3g_n", "_2_wg_s", "_9_3g_n", "/", "\\", "E1", "sys2"]),
+    st.text(max_size=10),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_NAME_PARTS, min_size=1, max_size=3).map("".join),
+       st.sampled_from(["plain", "1_3g_n"]))
 def test_names_never_crash_and_round_trip(name: str, naming: str) -> None:
     try:
         target = md.target_name(name, naming)  # type: ignore[arg-type]
@@ -205,3 +246,9 @@ def test_names_never_crash_and_round_trip(name: str, naming: str) -> None:
         back = md.target_name(target, other)  # type: ignore[arg-type]
         assert back is not None
         assert md.target_name(back, naming) == target  # type: ignore[arg-type]
+
+
+def test_double_suffix_is_not_guessed() -> None:
+    # found by fuzzing: renaming it back and forth did not round-trip
+    assert md.classify("BPLGUInfoCustomAppSrcP_0_1_2g_n_1_3g_n") is None
+    assert md.target_name("modem_1_2g_n_1_3g_n.img", "plain") is None

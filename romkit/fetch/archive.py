@@ -114,7 +114,11 @@ def clean_name(raw: str) -> str:
     if ".." in parts:
         raise ArchiveError(f"refusing member that climbs out of the folder: {raw!r}",
                            hint="the archive is hostile or broken; get it from another mirror")
-    return "/".join(parts)
+    cleaned = "/".join(parts)
+    if _DRIVE.match(cleaned):  # "./C:x" is still a drive path on Windows
+        raise ArchiveError(f"refusing member with an absolute path: {raw!r}",
+                           hint="the archive is hostile or broken; get it from another mirror")
+    return cleaned
 
 
 def _refuse_kind(name: str, kind: str) -> ArchiveError:
@@ -171,7 +175,10 @@ def _7z_members(sz: py7zr.SevenZipFile) -> list[Member]:
         if fmt is not None and _mode_kind(fmt) is not None:
             raise _refuse_kind(f.filename, _mode_kind(fmt) or "special file")
         if not name:
-            continue
+            # py7zr refuses to extract such a member itself; say why instead of "corrupt"
+            raise ArchiveError(f"refusing member whose name is only '.' parts: {f.filename!r}",
+                               hint="the archive is hostile or broken; get it from another "
+                                    "mirror")
         size = 0 if f.is_directory else int(f.uncompressed or 0)
         members.append(Member(name, f.is_directory, size))
     return members

@@ -125,6 +125,8 @@ def classify(name: str) -> ModemFileName | None:
     else:
         return None
     stem, suffix = _split_suffix(base)
+    if suffix is not None and _SUFFIX_RE.search(stem):
+        return None  # "…_1_2g_n_1_3g_n": two suffixes, which one is meant is anyone's guess
     if kind == "modem" and stem.lower() != "modem":
         return None  # modem_E1.img (MD1 by chip revision), modem_sys2.img (MD2): not handled
     if kind == "catcher_filter" and stem.lower() != "catcher_filter":
