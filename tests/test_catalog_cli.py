@@ -10,25 +10,15 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from clitools import run_main
 
 from romkit import paths
 from romkit.catalog import user_catalog_dir, user_mirrors_path
-from romkit.cli.app import main
-from romkit.cli.output import out
 
 SHIPPED = paths.builtin_catalog_dir() / "lenovo-s820.toml"
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    out.json = False
-    out.debug = False
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+run = run_main
 
 
 def shipped_ids(section: str) -> set[str]:

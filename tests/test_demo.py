@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import struct
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clitools import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,11 +28,6 @@ from romkit.sim import s820
 from romkit.sim.artifacts import preloader_s820
 from romkit.sim.phone import VirtualPhone
 from romkit.sim.sample_firmware import build_s820_folder
-
-
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "romkit", *args], capture_output=True,
-                          text=True, env=dict(os.environ), timeout=timeout)
 
 
 def _events(stderr: str) -> list[dict[str, Any]]:

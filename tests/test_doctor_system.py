@@ -22,6 +22,7 @@ import numpy
 import pytest
 import serial
 import serial.tools.list_ports
+from clitools import run_cli
 
 from romkit.doctor import gather_facts, run_checks, scan_udev_rules, udev_rule
 
@@ -42,10 +43,6 @@ def pyproject_minimums() -> dict[str, str]:
         found[m.group(1).lower()] = m.group(2)
     return found
 
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "romkit", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=120)
 
 
 @contextmanager

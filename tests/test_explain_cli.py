@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+import clitools
 import pytest
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "romkit", *args], capture_output=True,
-                          text=True, env={**os.environ, "COLUMNS": "120"}, timeout=120)
+    return clitools.run_cli(*args, env={"COLUMNS": "120"})
 
 
 def fixture_names(fixtures_dir: Path, code: int) -> dict[str, set[str]]:

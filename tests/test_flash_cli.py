@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from clitools import run_cli
 
 from romkit.sim.artifacts import da_s820, preloader_s820
 from romkit.sim.sample_firmware import build_s820_folder
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "romkit", *args], capture_output=True,
-                          text=True, env=dict(os.environ), timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from clitools import run_cli
 
 from romkit import paths
 from romkit.errors import (
@@ -20,11 +19,6 @@ from romkit.errors import (
     exit_code_for,
 )
 from romkit.fsutil import atomic_open, atomic_write_bytes, hash_file
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "romkit", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=120)
 
 
 def test_version_and_module_entry() -> None:

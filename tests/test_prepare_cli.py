@@ -7,24 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from clitools import run_main
 
-from romkit.cli.app import main
-from romkit.cli.output import out
 from romkit.sim.artifacts import da_s820, preloader_s820
 from romkit.sim.artifacts_modem import build_modem_folder
 from romkit.sim.sample_firmware import build_s820_folder
 
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    out.json = False
-    out.debug = False
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+run = run_main
 
 
 def files(folder: Path) -> dict[str, str]:
