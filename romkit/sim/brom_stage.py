@@ -159,13 +159,22 @@ class BromStage:
         self.w.send(ME_ID)
         self.w.u16(p.BROM_STATUS_OK)
 
-    def _read_regs(self, width: int) -> None:
+    def _reg_request(self, width: int) -> tuple[int, int] | None:
+        """Address and count of a READ/WRITE16/32 (both echoed), answered with the first
+        status; None (after a refusal status) for a count or alignment the ROM rejects."""
         addr = self._param32()
         count = self._param32()
         if not 1 <= count <= MAX_REG_COUNT or addr % width:
             self.w.u16(p.BROM_STATUS_UNSUPPORTED)
-            return
+            return None
         self.w.u16(p.BROM_STATUS_OK)
+        return addr, count
+
+    def _read_regs(self, width: int) -> None:
+        req = self._reg_request(width)
+        if req is None:
+            return
+        addr, count = req
         mask = (1 << (8 * width)) - 1
         values = b"".join(
             (self.registers.get(addr + i * width, 0) & mask).to_bytes(width, "big")
@@ -174,12 +183,10 @@ class BromStage:
         self.w.u16(p.BROM_STATUS_OK)
 
     def _write_regs(self, width: int) -> None:
-        addr = self._param32()
-        count = self._param32()
-        if not 1 <= count <= MAX_REG_COUNT or addr % width:
-            self.w.u16(p.BROM_STATUS_UNSUPPORTED)
+        req = self._reg_request(width)
+        if req is None:
             return
-        self.w.u16(p.BROM_STATUS_OK)
+        addr, count = req
         for i in range(count):
             raw = self.w.read(width)
             self.w.send(raw)
