@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from romkit import bytesum
 from romkit.device import protocol as P
 from romkit.device.transport import Transport
 from romkit.errors import DeviceError, DeviceTimeout, HandshakeError, ProtocolError
@@ -264,7 +265,7 @@ class Brom:
                 spft_code=2004,
                 details={"status": status, "addr": addr, "length": len(data)},
             )
-        expected = P.xor16_le(data)
+        expected = bytesum.xor16_le(data)
         view = memoryview(data)
         rep.start("send_da", "uploading download agent", total=len(data))
         for pos in range(0, len(data), DA_UPLOAD_CHUNK):

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from romkit import bytesum
 from romkit.device import protocol as P
 from romkit.device.transport import Transport
 from romkit.errors import (
@@ -305,7 +306,7 @@ class DaSession:
         payload = emi_blob[:emi_len].ljust(emi_len, b"\x00")
         self.t.write(payload)
         got = self._u16("the EMI checksum")
-        expected = P.byte_sum16(payload)
+        expected = bytesum.byte_sum16(payload)
         if got != expected:
             raise DramInitError(
                 f"EMI upload corrupted: DA checksum 0x{got:04X}, expected 0x{expected:04X}",
@@ -433,7 +434,7 @@ class DaSession:
         while done < length:
             n = min(packet_size, length - done)
             data = _read_source(source, n, where)
-            csum = P.byte_sum16(data)
+            csum = bytesum.byte_sum16(data)
             pad = bytes(-n % P.SECTOR)
             packet = b"".join((bytes([P.ACK]), data, pad, struct.pack(">H", csum)))
             offset = address + done
@@ -496,7 +497,7 @@ class DaSession:
             for attempt in range(max_retries + 1):
                 data = self._read(n, f"the data at 0x{offset:X}", self._data_timeout(n))
                 csum = self._u16(f"the checksum of the data at 0x{offset:X}")
-                if P.byte_sum16(data) == csum:
+                if bytesum.byte_sum16(data) == csum:
                     break
                 if attempt == max_retries:
                     raise StorageError(

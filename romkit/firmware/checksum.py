@@ -23,8 +23,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from romkit import __version__
-from romkit.device.protocol import byte_sum
-from romkit.device.protocol import byte_sum16 as byte_sum16  # the checksum.ini value of a buffer
+from romkit.bytesum import byte_sum
+from romkit.bytesum import byte_sum16 as byte_sum16  # the checksum.ini value of a buffer
 from romkit.errors import FirmwareFormatError
 from romkit.fsutil import atomic_copy, atomic_write_text
 from romkit.progress import ProgressCallback, Reporter

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from romkit import bytesum
 from romkit.device import protocol as p
 from romkit.errors import DeviceError
 from romkit.sim.pty_link import HostGone, LinkTimeout
@@ -218,7 +219,7 @@ class BromStage:
             return
         self.w.u16(p.BROM_STATUS_OK)
         body = self.w.read(length)
-        checksum = p.xor16_le(body)
+        checksum = bytesum.xor16_le(body)
         self.w.u16(checksum)
         self.w.u16(p.BROM_STATUS_OK)
         self.loaded[addr] = length

@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 import time
 
+from romkit import bytesum
 from romkit.device import protocol as p
 from romkit.errors import TransportError
 from romkit.sim.factory import pmt_location
@@ -120,7 +121,7 @@ class DaStage:
         w.expect(p.ACK, "ACK before the EMI table")
         blob = w.read(EMI_READ_LEN)
         emi.blob_len = len(blob)
-        w.u16(p.byte_sum16(blob))
+        w.u16(bytesum.byte_sum16(blob))
         w.expect(p.ACK, "ACK of the EMI checksum")
         magic = w.read_u32()
         if magic != p.EMI_DONE_MAGIC:
@@ -292,7 +293,7 @@ class DaStage:
             except LinkTimeout:
                 return None
         checksum = int.from_bytes(raw[padded:padded + 2], "big")
-        if pf.nack or p.byte_sum16(memoryview(raw)[:padded]) != checksum:
+        if pf.nack or bytesum.byte_sum16(memoryview(raw)[:padded]) != checksum:
             return None
         return bytes(raw[:n])
 
@@ -324,7 +325,7 @@ class DaStage:
         while done < length:
             n = min(packet, length - done)
             data = self.storage.read(self.part, offset + done, n)
-            checksum = p.byte_sum16(data)
+            checksum = bytesum.byte_sum16(data)
             while True:
                 w.send(data)
                 w.u16(checksum)
