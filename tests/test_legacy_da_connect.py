@@ -56,7 +56,33 @@ def echo(p: Peer, data: bytes) -> None:
     p.write(data)
 
 
-def phone_brom(p: Peer, target_config: int = 0) -> None:
+# SP Flash Tool's MT6589 PMIC charger setup as the replay of its USB capture sends it
+# (arzam16/empty-sixty-five brom-dump/spft-replay/src/platform.py MT6589.init_pmic):
+# register, value read on a real phone, value written.
+PMIC_STEPS = [(0x000E, 0x1001, 0x1001), (0x000C, 0x0041, 0x0049), (0x0008, 0x000F, 0x000C),
+              (0x001A, 0x0010, 0x0000), (0x0000, 0x0063, 0x007B), (0x0020, 0x0001, 0x0009)]
+
+
+def phone_pmic(p: Peer) -> None:
+    """PWR_INIT/READ16/WRITE16/DEINIT framed as spft-replay src/brom.py sends them."""
+    echo(p, b"\xc4")
+    echo(p, be32(0x80000000))
+    echo(p, be32(0))
+    p.write(be16(0))
+    for reg, before, after in PMIC_STEPS:
+        for cmd, value in ((b"\xc6", before), (b"\xc7", None), (b"\xc6", after)):
+            echo(p, cmd)
+            echo(p, be16(reg))
+            if value is None:
+                echo(p, be16(after))
+                p.write(be16(0) + be16(0))
+            else:
+                p.write(be16(0) + be16(0) + be16(value))
+    echo(p, b"\xc5")
+    p.write(be16(0))
+
+
+def phone_brom(p: Peer, target_config: int = 0, bl_ver: int = 0xFE) -> None:
     """BROM side in SP Flash Tool's order, as reference §2 lists it."""
     answer_handshake(p)
     echo(p, b"\xfd")
@@ -69,6 +95,10 @@ def phone_brom(p: Peer, target_config: int = 0) -> None:
         return
     echo(p, b"\xdb")
     p.write(be16(0))
+    p.expect(b"\xfe")
+    p.write(bytes([bl_ver]))
+    if bl_ver == 0xFE:  # only the boot ROM gets SP Flash Tool's charger setup
+        phone_pmic(p)
     echo(p, b"\xd4")  # watchdog
     echo(p, be32(0x10000000))
     echo(p, be32(1))
@@ -78,7 +108,7 @@ def phone_brom(p: Peer, target_config: int = 0) -> None:
     p.expect(b"\xff")
     p.write(b"\x05")
     p.expect(b"\xfe")
-    p.write(b"\xfe")
+    p.write(bytes([bl_ver]))
     echo(p, b"\xd4")  # EMI_GENA
     echo(p, be32(0x10203070))
     echo(p, be32(1))
