@@ -184,3 +184,38 @@ def test_connect_dram_rejection_is_4032() -> None:
     with pytest.raises(DramInitError) as ei:
         bring_up(script)
     assert ei.value.spft_code == 4032 and "H9TQ17" in ei.value.message
+
+
+def test_connect_in_preloader_mode_skips_the_pmic_setup() -> None:
+    """The charger setup goes to the boot ROM only: a preloader has done it already."""
+    def script(p: Peer) -> None:
+        phone_brom(p, bl_ver=0x01)  # the phone side fails if a C4 arrives instead of D4
+        phone_sync_and_report(p)
+        phone_config(p, bytes.fromhex("05 01 0008 00 7007ffff 01 00000000 01 00 02 00 00000000"))
+        phone_dram(p)
+        phone_stage2(p)
+        phone_flash_info(p)
+        phone_speed(p, 1)
+
+    dev, _events = bring_up(script)  # type: ignore[misc]
+    try:
+        assert dev.bl_ver == 0x01 and not dev.in_brom and dev.pmic == {}
+    finally:
+        dev.close()
+
+
+def test_connect_in_brom_mode_records_the_pmic_values_it_found() -> None:
+    def script(p: Peer) -> None:
+        phone_brom(p)
+        phone_sync_and_report(p)
+        phone_config(p, CONFIG_BYTES)
+        phone_dram(p)
+        phone_stage2(p)
+        phone_flash_info(p)
+        phone_speed(p, 1)
+
+    dev, _events = bring_up(script)  # type: ignore[misc]
+    try:
+        assert dev.pmic == {reg: before for reg, before, _after in PMIC_STEPS}
+    finally:
+        dev.close()

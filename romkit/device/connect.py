@@ -222,10 +222,12 @@ def _bring_up(t: Transport, path: str, da: DaFile, emi: bytes, emi_version: int,
     flash = session.read_flash_info()
 
     where = [path]  # the port the DA is on now (the speed switch may move it)
+    # USB ports present before any speed switch: the DA's next port is one not among them.
+    old_ports = {p.device for p in find_mtk_ports(virtual=False)}
 
     def follow(s: DaSession) -> int:
-        new_t, where[0], speed = _follow_reenumeration(s, path, virtual, reenum_timeout,
-                                                       timeout, trace, rep)
+        new_t, where[0], speed = _follow_reenumeration(s, path, virtual, old_ports,
+                                                       reenum_timeout, timeout, trace, rep)
         s.t = new_t
         return speed
 
@@ -237,8 +239,9 @@ def _bring_up(t: Transport, path: str, da: DaFile, emi: bytes, emi_version: int,
 
 
 def _follow_reenumeration(s: DaSession, path: str, virtual: virtualports.VirtualPort | None,
-                          reenum_timeout: float, timeout: float, trace: TraceWriter | None,
-                          rep: Reporter) -> tuple[Transport, str, int]:
+                          old_ports: set[str], reenum_timeout: float, timeout: float,
+                          trace: TraceWriter | None, rep: Reporter
+                          ) -> tuple[Transport, str, int]:
     """After USB_SET_SPEED's ACK: find the DA again and return (transport, port, speed).
 
     On real USB the DA re-enumerates: the port vanishes and a DA VCOM port (0E8D:2001)
@@ -252,22 +255,24 @@ def _follow_reenumeration(s: DaSession, path: str, virtual: virtualports.Virtual
     """
     if trace is not None:
         trace.event("usb speed switch: looking for the phone")
+    node = os.path.realpath(path)  # what the port name points at before the switch
+    vanished = False
     try:
         speed = s.usb_status(SAME_PORT_PROBE)
         rep.info("USB high speed on the same port", port=path)
         return s.t, path, speed
-    except (DeviceTimeout, TransportError, ProtocolError):
+    except TransportError:
+        vanished = True  # the port is gone: the DA is re-enumerating
+    except (DeviceTimeout, ProtocolError):
         pass
     s.t.close()
-    old_ports = {p.device for p in find_mtk_ports(virtual=False)}
-    vanished = not os.path.exists(path)
     deadline = time.monotonic() + reenum_timeout
     rep.info("waiting for the phone to come back at high speed", port=path)
     while True:
-        target = _next_port(path, virtual, old_ports, vanished)
+        vanished = vanished or not os.path.exists(path)
+        target = _next_port(path, node, virtual, old_ports, vanished)
         if target is not None:
             break
-        vanished = vanished or not os.path.exists(path)
         if time.monotonic() >= deadline:
             raise TransportError(
                 f"the phone did not come back within {reenum_timeout:g} s after switching to "
@@ -291,18 +296,24 @@ def _follow_reenumeration(s: DaSession, path: str, virtual: virtualports.Virtual
     return new_t, target, speed
 
 
-def _next_port(path: str, virtual: virtualports.VirtualPort | None, old_ports: set[str],
-               vanished: bool) -> str | None:
-    """Where the re-enumerated DA is now, or None while it is not back yet."""
+def _next_port(path: str, node: str, virtual: virtualports.VirtualPort | None,
+               old_ports: set[str], vanished: bool) -> str | None:
+    """Where the re-enumerated DA is now, or None while it is not back yet.
+
+    A virtual phone: its re-announcement (same phone_id, higher generation). Otherwise a
+    MediaTek USB port that was not there before (the DA VCOM, 0E8D:2001, sorts last but is
+    the usual one), or the old name once it vanished or now leads to another node (a udev
+    symlink, or a reused /dev/ttyACM name).
+    """
     if virtual is not None:
         entry = virtualports.find(virtual.phone_id)
         if entry is None or entry.generation <= virtual.generation:
             return None
         return entry.port if "://" in entry.port or os.path.exists(entry.port) else None
-    ports = find_mtk_ports(virtual=False)
-    fresh = [p for p in ports if p.device not in old_ports or p.device == path and vanished]
+    fresh = [p.device for p in find_mtk_ports(virtual=False)
+             if p.device not in old_ports or (p.device == path and vanished)]
     if fresh:
-        return fresh[0].device
-    if vanished and os.path.exists(path):
-        return path  # the same node came back (a udev symlink, or the name was reused)
+        return fresh[0]
+    if os.path.exists(path) and (vanished or os.path.realpath(path) != node):
+        return path
     return None
