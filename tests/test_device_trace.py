@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clitools import run_cli
+from clitools import run_cli, run_main
 
 from romkit.device import protocol as P
 from romkit.sim import s820
@@ -58,3 +58,18 @@ def test_readback_trace_holds_every_byte(phone: VirtualPhone, tmp_path: Path) ->
     assert to_phone.endswith(b"\xd9" + bytes(4))
     events = [r.text for r in read_trace(trace) if r.direction == "!"]
     assert events[0].startswith("open ") and events[-1].startswith("close ")
+
+
+@pytest.mark.parametrize("command", ["flash", "readback", "backup", "restore"])
+def test_every_phone_command_offers_trace(command: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _err = run_main(capsys, command, "--help")
+    assert code == 0 and "--trace" in out
+
+
+def test_trace_to_an_unwritable_place_is_a_usage_error(tmp_path: Path) -> None:
+    folder = build_s820_folder(tmp_path / "fw", preloader=preloader_s820(2013), da=da_s820())
+    res = run_cli("backup", "--port", str(tmp_path / "nophone"), "--firmware", str(folder),
+                  "--trace", str(tmp_path / "no" / "dir" / "t"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "error: cannot write the trace file" in res.stderr and "hint:" in res.stderr

@@ -459,11 +459,15 @@ def test_switch_part_refused() -> None:
 
 
 # -- format, PMT, finish, speed ----------------------------------------------------------------
-@pytest.mark.parametrize(("record_acks", "end_acks"), [(1, 1), (2, 2), (2, 1), (1, 2)],
-                         ids=["old-romkit", "mtkclient-reference", "mixed-2-1", "mixed-1-2"])
-def test_format_follows_percent_reports(record_acks: int, end_acks: int) -> None:
-    """One or two ACKs per progress record and at the end: romkit's first reading, and
-    mtkclient's formatflash / the shared reference (header ACK + record ACK = two)."""
+@pytest.mark.parametrize(("first_acks", "record_acks", "end_acks"),
+                         [(2, 1, 1), (2, 2, 2), (2, 2, 1), (2, 1, 2), (1, 1, 1)],
+                         ids=["old-romkit", "mtkclient-reference", "mixed-2-1", "mixed-1-2",
+                              "one-everywhere"])
+def test_format_follows_percent_reports(first_acks: int, record_acks: int,
+                                        end_acks: int) -> None:
+    """One or two ACKs per progress record and at the end: romkit's first reading (a header
+    ACK, then one per record), mtkclient's formatflash and the shared reference (two per
+    record, two at the end), and a DA with a single ACK everywhere."""
     def script(p: Peer) -> None:
         p.expect(b"\x60")
         p.write(b"\x5a")
@@ -471,7 +475,7 @@ def test_format_follows_percent_reports(record_acks: int, end_acks: int) -> None
         p.write(b"\x5a")
         p.expect(b"\xd4\x02\x00\x00\x00" + be64(0x3380000) + be64(0x600000))
         for i, pct in enumerate((0, 50, 100)):
-            acks = 2 if i == 0 else record_acks  # the first: header ACK + record ACK
+            acks = first_acks if i == 0 else record_acks
             p.write(b"\x5a" * acks + be32(0) + bytes([pct]))
             p.expect(b"\x5a")
         phone_settle(p, end_acks)

@@ -726,7 +726,7 @@ class DaSession:
             while first == P.ACK and acks < MAX_SETTLE_ACKS:
                 acks += 1
                 first = self._u8(f"the FORMAT progress of {where}", slow)
-            if acks == 0:
+            if acks == 0 and last >= 0:  # the first record may own just the header's ACK
                 raise self._unexpected(f"the FORMAT progress of {where}", first, P.ACK)
             status = int.from_bytes(bytes([first]) + self._read(3, f"the FORMAT status of "
                                                                    f"{where}"), "big")
