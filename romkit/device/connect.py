@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from romkit import virtualports
+from romkit import __version__, virtualports
 from romkit.device import protocol as P
 from romkit.device.brom import Brom, TargetConfig
 from romkit.device.legacy_da import (
@@ -103,7 +103,8 @@ def connect(port: str | None, *, da: DaFile, emi: bytes, emi_version: int,
     closed with the `Device` (or at once if the bring-up fails).
     """
     rep = Reporter(on_progress)
-    writer = TraceWriter(trace, side="host", tool="romkit") if trace is not None else None
+    writer = (TraceWriter(trace, side="host", tool="romkit", version=__version__,
+                          port=port or "auto") if trace is not None else None)
     try:
         path = wait_for_port(port, wait_timeout, on_progress=on_progress)
         transport = _open(path, timeout, writer)
@@ -310,10 +311,10 @@ def _next_port(path: str, node: str, virtual: virtualports.VirtualPort | None,
         if entry is None or entry.generation <= virtual.generation:
             return None
         return entry.port if "://" in entry.port or os.path.exists(entry.port) else None
-    fresh = [p.device for p in find_mtk_ports(virtual=False)
+    fresh = [p for p in find_mtk_ports(virtual=False)
              if p.device not in old_ports or (p.device == path and vanished)]
-    if fresh:
-        return fresh[0]
+    if fresh:  # the DA VCOM (0E8D:2001) is what a re-enumerated DA shows up as
+        return min(fresh, key=lambda p: p.mode != "da").device
     if os.path.exists(path) and (vanished or os.path.realpath(path) != node):
         return path
     return None
