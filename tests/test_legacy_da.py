@@ -239,19 +239,23 @@ WRITE_DATA = os.urandom(2 * 1024 + 300)
 WRITE_PADDED = 2 * 1024 + 512  # the header announces whole sectors (mtkclient's reading)
 
 
-def phone_settle(p: Peer, trailing_acks: int, delay: float = 0.0, speed: int = 1) -> None:
+def phone_settle(p: Peer, trailing_acks: int, delay: float = 0.0, speed: int = 1,
+                 knows_0x72: bool = True) -> None:
     """The end of a WRITE/FORMAT: the DA's optional trailing ACKs (sent `delay` s late), then
-    the host's USB_CHECK_STATUS (0x72) and its answer."""
+    the host's USB_CHECK_STATUS (0x72) and its answer (BB from a DA that lacks it)."""
     if delay:
         time.sleep(delay)
     p.write(b"\x5a" * trailing_acks)
     p.expect(b"\x72")
-    p.write(b"\x5a" + bytes([speed]))
+    p.write(b"\x5a" + bytes([speed]) if knows_0x72 else b"\xbb")
 
 
-@pytest.mark.parametrize(("final_ack", "delay"), [(0, 0.0), (1, 0.0), (1, 0.3)],
-                         ids=["no-final-ack", "final-ack", "late-final-ack"])
-def test_write_resends_a_nacked_packet(final_ack: int, delay: float) -> None:
+@pytest.mark.parametrize(("final_ack", "delay", "knows_0x72"),
+                         [(0, 0.0, True), (1, 0.0, True), (1, 0.3, True), (0, 0.0, False),
+                          (1, 0.0, False)],
+                         ids=["no-final-ack", "final-ack", "late-final-ack", "no-ack-no-0x72",
+                              "final-ack-no-0x72"])
+def test_write_resends_a_nacked_packet(final_ack: int, delay: float, knows_0x72: bool) -> None:
     seen: dict[str, Any] = {"nacked": None, "resent": None}
 
     def script(p: Peer) -> None:
@@ -275,7 +279,7 @@ def test_write_resends_a_nacked_packet(final_ack: int, delay: float) -> None:
                 p.write(b"\x69")
                 out += body
                 break
-        phone_settle(p, final_ack, delay)
+        phone_settle(p, final_ack, delay, knows_0x72=knows_0x72)
         assert bytes(out) == WRITE_DATA + bytes(WRITE_PADDED - len(WRITE_DATA))
 
     progress: list[tuple[int, int]] = []
@@ -528,13 +532,17 @@ def test_read_pmt_and_finish() -> None:
 
 def test_unknown_command_answer() -> None:
     def script(p: Peer) -> None:
+        p.expect(b"\xa5")
+        p.write(b"\xbb")
         p.expect(b"\x72")
         p.write(b"\xbb")
 
     def body(s: DaSession) -> None:
         with pytest.raises(ProtocolError) as ei:
-            s.check_speed()
+            s.read_pmt()
         assert "does not know" in ei.value.message
+        # A DA without USB_CHECK_STATUS cannot switch speed either: nothing to do.
+        assert s.check_speed() == 1
 
     run(script, body)
 

@@ -502,9 +502,17 @@ class DaSession:
         return self.flash
 
     def usb_status(self, timeout: float | None = None) -> int:
-        """USB_CHECK_STATUS (0x72): ACK, then the speed byte (0 full, 1 high speed)."""
+        """USB_CHECK_STATUS (0x72): ACK, then the speed byte (0 full, 1 high speed).
+
+        A DA that does not know 0x72 answers BB [reference]; it cannot switch speed either,
+        so that counts as "high speed, nothing to do" rather than an error.
+        """
         self.t.write(bytes([P.DA_USB_CHECK_STATUS]))
-        self._expect(P.ACK, "the ACK for USB_CHECK_STATUS", timeout)
+        got = self._u8("the ACK for USB_CHECK_STATUS", timeout)
+        if got == P.UNKNOWN_CMD:
+            return 1
+        if got != P.ACK:
+            raise self._unexpected("the ACK for USB_CHECK_STATUS", got, P.ACK)
         return self._u8("the USB speed", timeout)
 
     def request_high_speed(self) -> None:
@@ -534,7 +542,8 @@ class DaSession:
         The DA is single-threaded: any ACK it still owes for the command that just ended is
         on the wire before its answer to 0x72 (ACK, speed 0/1/2). So we read ACKs until the
         first byte that is not one; that byte is the speed. `min_acks`/`max_acks` count the
-        0x72 ACK too. A NACK in the run means the DA reports a failure of `what`.
+        0x72 ACK too. A NACK in the run means the DA reports a failure of `what`; a DA that
+        does not know 0x72 answers BB instead of ACK + speed, which ends the run just as well.
         """
         self.t.write(bytes([P.DA_USB_CHECK_STATUS]))
         slow = max(self.timeout, DRAM_TIMEOUT)
@@ -548,7 +557,9 @@ class DaSession:
                 raise StorageError(f"the phone reports a failure at the end of {what}",
                                    hint=WRITE_HINT, spft_code=3149)
             break
-        if not min_acks <= acks <= max_acks or got > 2:
+        if got == P.UNKNOWN_CMD:  # a DA without 0x72: its BB still marks the end, in order
+            acks += 1
+        if not min_acks <= acks <= max_acks or got > 2 and got != P.UNKNOWN_CMD:
             raise ProtocolError(
                 f"DA sent {acks} ACKs then 0x{got:02X} at the end of {what}",
                 hint="The phone and romkit lost step; " + RECONNECT_HINT,
