@@ -35,6 +35,7 @@ from romkit.errors import (
     DramInitError,
     ProtocolError,
     StorageError,
+    TransportError,
     UsageError,
 )
 
@@ -531,7 +532,13 @@ class DaSession:
         speed = self.usb_status()
         if speed != 0:
             return speed
-        self.request_high_speed()
+        try:
+            self.request_high_speed()
+        except TransportError:
+            # The port vanished with (or before) the ACK: the DA is already re-enumerating,
+            # and a pty or USB hang-up may drop the last bytes in flight. `follow` finds it.
+            if follow is None:
+                raise
         if follow is None:
             return 1
         return follow(self)
