@@ -42,6 +42,9 @@ FirmwareOpt = Annotated[Path | None, typer.Option(
     "--firmware", help="Firmware folder for the DA/preloader (default: current or last "
                        "fetched).")]
 PacketOpt = Annotated[int, typer.Option("--packet-size", help="Bytes per DA packet.")]
+TraceOpt = Annotated[Path | None, typer.Option(
+    "--trace", help="Record every byte to and from the phone in FILE (docs/TRACE.md; .gz "
+                    "compresses): attach it to a bug report.")]
 
 
 def _hex(n: int | None) -> str:
@@ -129,6 +132,7 @@ def _flash_cmd(
         help="Allow format-all / firmware-upgrade without a calibration backup.")] = False,
     wait: WaitOpt = 30.0,
     packet_size: PacketOpt = P.DA_PACKET_DEFAULT,
+    trace: TraceOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Flash a firmware folder to the phone, verify it, keep calibration safe."""
@@ -137,7 +141,7 @@ def _flash_cmd(
         raise UsageError(f"unknown mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
     req = FlashRequest(
         firmware_dir=folder, port=port, da=da, dry_run=dry_run, wait=wait,
-        packet_size=packet_size,
+        packet_size=packet_size, trace=trace,
         options=PlanOptions(mode=cast(Mode, mode), only=_csv(only), skip=_csv(skip),
                             verify=not no_verify, backup=not no_backup,
                             erase_calibration_ok=erase_ok))
@@ -147,10 +151,11 @@ def _flash_cmd(
 
 def _backup_cmd(port: PortOpt = None, da: DaOpt = None, preloader: PreloaderOpt = None,
                 firmware: FirmwareOpt = None, wait: WaitOpt = 30.0,
-                json_: JsonOpt = False) -> None:
+                trace: TraceOpt = None, json_: JsonOpt = False) -> None:
     """Save NVRAM, PROTECT_F/S, PRO_INFO and SECCFG (IMEI, calibration) to the data dir."""
     out.use_json(json_)
-    req = BackupRequest(port=port, da=da, preloader=preloader, firmware_dir=firmware, wait=wait)
+    req = BackupRequest(port=port, da=da, preloader=preloader, firmware_dir=firmware, wait=wait,
+                        trace=trace)
     result = backup_phone(req, _progress)
     out.result(result, lambda: _render_backup(result))
 
@@ -171,6 +176,7 @@ def _restore_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be written.")
                        ] = False,
     list_: Annotated[bool, typer.Option("--list", help="List backup sets and exit.")] = False,
+    trace: TraceOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Write a calibration backup back to its phone and verify it by readback."""
@@ -187,7 +193,7 @@ def _restore_cmd(
             if payload else "no backup sets"))
         return
     req = RestoreRequest(set_ref=set_ref, port=port, da=da, preloader=preloader,
-                         firmware_dir=firmware, wait=wait, dry_run=dry_run)
+                         firmware_dir=firmware, wait=wait, dry_run=dry_run, trace=trace)
     result = restore_phone(req, _progress)
     out.result(result, lambda: _render_restore(result))
 
@@ -205,7 +211,8 @@ def _readback_cmd(
     all_: Annotated[bool, typer.Option("--all", help="Every partition on the phone.")] = False,
     port: PortOpt = None, da: DaOpt = None, preloader: PreloaderOpt = None,
     firmware: FirmwareOpt = None, wait: WaitOpt = 30.0,
-    packet_size: PacketOpt = P.DA_PACKET_DEFAULT, json_: JsonOpt = False,
+    packet_size: PacketOpt = P.DA_PACKET_DEFAULT, trace: TraceOpt = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Dump partitions from the phone into OUT_DIR (one NAME.bin each, sha256 printed)."""
     out.use_json(json_)
@@ -216,7 +223,7 @@ def _readback_cmd(
                          hint="romkit readback NVRAM,PRO_INFO ./dump  (or --all ./dump)")
     req = ReadbackRequest(names=args[:-1], all=all_, out_dir=Path(args[-1]), port=port, da=da,
                           preloader=preloader, firmware_dir=firmware, wait=wait,
-                          packet_size=packet_size)
+                          packet_size=packet_size, trace=trace)
     result = readback(req, _progress)
     out.result(result, lambda: _render_readback(result))
 
