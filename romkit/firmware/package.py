@@ -318,11 +318,24 @@ class Firmware:
                             message=f"{r.partition} has an image but no checksum.ini entry "
                                     "(SP Flash Tool compares it against 0)"))
         known = {r.key.lower() for r in results if r.key}
+        names = {p.name.lower() for p in self.layout.all_partitions}
         for key in ini.values:
-            if key.lower() not in known:
+            low = key.lower()
+            if low in known:
+                continue
+            if low in names:
+                # The partition exists in this scatter; its image is just not in this folder.
+                # Normal (a partial package, or a partition flashed separately): the key
+                # stays, and SP Flash Tool needs it once the image is added.
+                add(Finding(severity="info", code="checksum-image-absent", partition=key,
+                            message=f"checksum.ini has an entry for {key}, whose image is not "
+                                    "in this folder",
+                            hint="nothing to do; the entry is kept for when the image is "
+                                 "added"))
+            else:
                 add(Finding(severity="warning", code="checksum-unknown-key",
                             message=f"checksum.ini has an entry {key!r} that matches no "
-                                    "downloadable image of this scatter",
+                                    "partition of this scatter",
                             hint="the file may belong to another build"))
         return results
 
