@@ -238,7 +238,11 @@ def verify_checksums(firmware_or_folder: Firmware | Path | str, *,
     for part in fw.layout.download_partitions:
         path = fw.images.get(part.name)
         if path is None:
-            results.append(ChecksumResult(partition=part.name, path=None, status="no-image"))
+            # Not in this folder: the key (if any) is shown and kept, never reported stale.
+            hit = ini.lookup(part.name) if ini is not None else None
+            results.append(ChecksumResult(partition=part.name, path=None,
+                                          key=hit[0] if hit else None,
+                                          expected=hit[1] if hit else None, status="no-image"))
             continue
         value = actual.get(part.name)
         if value is None:

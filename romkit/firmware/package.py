@@ -473,11 +473,23 @@ class PartitionRow(BaseModel):
     checksum_actual: int | None = None
 
 
+class ChipFacts(BaseModel):
+    """The chip-table row of the scatter's platform, as `inspect` shows it."""
+
+    name: str
+    hw_code: int
+    emi_versions: list[int]
+    da_family: str
+
+
 class FolderInspection(BaseModel):
     folder: Path
     scatter: Path
     platform: str | None
     format: str
+    chip: ChipFacts | None = None
+    storage_type: str | None = None  # V2.x: the storage block shown
+    storages: dict[str, int] = Field(default_factory=dict)  # V2.x: partitions per block
     checksum_file: Path | None
     flash_tool_dir: Path | None
     preloader: Path | None
@@ -485,16 +497,16 @@ class FolderInspection(BaseModel):
     report: ValidationReport
 
 
-def verify_folder(folder: Path, *, on_progress: ProgressCallback | None = None
-                  ) -> ValidationReport:
+def verify_folder(folder: Path, *, on_progress: ProgressCallback | None = None,
+                  storage: str | None = None) -> ValidationReport:
     """Load a firmware folder and validate it (what `romkit verify` runs)."""
-    return Firmware.load(folder).validate(on_progress=on_progress)
+    return Firmware.load(folder, storage=storage).validate(on_progress=on_progress)
 
 
-def inspect_folder(folder: Path, *, on_progress: ProgressCallback | None = None
-                   ) -> FolderInspection:
+def inspect_folder(folder: Path, *, on_progress: ProgressCallback | None = None,
+                   storage: str | None = None) -> FolderInspection:
     """Partition table + images + checksums + findings of one folder (`romkit inspect`)."""
-    fw = Firmware.load(folder)
+    fw = Firmware.load(folder, storage=storage)
     report = fw.validate(on_progress=on_progress)
     sums = {r.partition: r for r in report.checksums}
     rows: list[PartitionRow] = []
@@ -519,7 +531,14 @@ def inspect_folder(folder: Path, *, on_progress: ProgressCallback | None = None
             row.checksum, row.checksum_expected, row.checksum_actual = (
                 r.status, r.expected, r.actual)
         rows.append(row)
+    chip = chips_mod.by_name(fw.layout.platform)
     return FolderInspection(folder=fw.folder, scatter=fw.scatter_path,
                             platform=fw.layout.platform, format=fw.layout.format,
+                            chip=None if chip is None else ChipFacts(
+                                name=chip.name, hw_code=chip.hw_code,
+                                emi_versions=chip.emi_versions, da_family=chip.da_family),
+                            storage_type=fw.layout.storage_type,
+                            storages={st.storage_type: len(st.partitions)
+                                      for st in fw.layout.storages},
                             checksum_file=fw.checksum_path, flash_tool_dir=fw.flash_tool_dir,
                             preloader=fw.preloader_path, partitions=rows, report=report)
