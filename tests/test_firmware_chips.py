@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import struct
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,28 @@ def test_flash_refuses_a_chip_whose_da_protocol_romkit_does_not_speak(tmp_path: 
     fw = Firmware.load(stock_folder(scatter, tmp_path / "fw"))
     with pytest.raises(UsageError, match="cannot flash MT6833"):
         build_plan(fw, PlanOptions())
+
+
+REAL_DA = Path(__file__).parent / "fixtures" / "real" / "da" / "MTK_AllInOne_DA.bin"
+
+
+def _da_codes_by_hand() -> set[int]:
+    """hw codes of the real DA's entries, read with struct: u32 entry count at 0x68, entries
+    of 0xDC bytes from 0x6C, hw_code the u16 after the entry's u16 magic (MP §5)."""
+    data = REAL_DA.read_bytes()
+    (count,) = struct.unpack_from("<I", data, 0x68)
+    return {struct.unpack_from("<H", data, 0x6C + i * 0xDC + 2)[0] for i in range(count)}
+
+
+def test_real_legacy_da_is_checked_against_the_scatter_chip(tmp_path: Path) -> None:
+    codes = _da_codes_by_hand()
+    assert {0x6583, 0x6580, 0x6735} <= codes and 0x0766 not in codes
+    for name, bad in (("MT6580_Android_scatter.txt", False), ("MT6735_Android_scatter.txt", False),
+                      ("MT6765_Android_scatter.txt", True)):
+        scatter = next(p for p in SCATTERS if p.name == name)
+        folder = stock_folder(scatter, tmp_path / name)
+        shutil.copy(REAL_DA, folder / "MTK_AllInOne_DA.bin")
+        found = [f for f in Firmware.load(folder).validate().findings if f.code == "da-platform"]
+        assert bool(found) == bad, (name, found)
+        if bad:
+            assert "MT6765" in found[0].message and found[0].severity == "error"

@@ -42,6 +42,18 @@ class Chip(BaseModel):
     def names(self) -> list[str]:
         return [self.name, *self.aliases]
 
+    @property
+    def da_codes(self) -> set[int]:
+        """hw codes a DA entry for this chip may carry: the BROM's (MT6589 → 0x6583) or the
+        chip number read as hex (the real MTK_AllInOne_DA v7.1504 has 0x6735 and 0x6752
+        entries although those BROMs report 0x0321 / 0x6752; tests/fixtures/real/da)."""
+        codes = {self.hw_code}
+        for name in self.names:
+            digits = name[2:6]
+            if len(digits) == 4 and digits.isdigit():
+                codes.add(int(digits, 16))
+        return codes
+
 
 @cache
 def chips() -> tuple[Chip, ...]:

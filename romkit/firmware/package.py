@@ -338,7 +338,7 @@ class Firmware:
             add(Finding(severity="info", code="da-unreadable", message=f"{path.name}: {exc}",
                         hint="use the MTK_AllInOne_DA.bin of the flash tool"))
             return
-        if not any(e.hw_code == chip.hw_code for e in da.entries):
+        if not any(e.hw_code in chip.da_codes for e in da.entries):
             codes = ", ".join(sorted({f"0x{e.hw_code:04X}" for e in da.entries}))
             add(Finding(severity="error", code="da-platform",
                         message=f"{path.name} has no entry for {chip.name} (hw code "
