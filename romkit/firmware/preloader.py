@@ -18,6 +18,7 @@ All multi-byte fields in these structures are little-endian.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -317,7 +318,9 @@ class EmiEntry:
     @property
     def part(self) -> str:
         if self.is_fallback:
-            return "any eMMC part (discrete DRAM, picked by its own vendor ID)"
+            # Told apart by their DRAM settings: a short digest of the entry's bytes.
+            digest = hashlib.sha256(self.raw).hexdigest()[:8]
+            return f"any eMMC part ({self.type_name} settings {digest}, picked by DRAM ID)"
         if not self.id:
             return "no part (an MCP entry with no ID)"
         if self.is_ufs:
