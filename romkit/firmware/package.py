@@ -309,9 +309,10 @@ class Firmware:
             return
         mismatch = chips_mod.emi_mismatch(self.layout.platform, info.emi_version)
         if mismatch is not None:
+            # No SP Flash Tool number: SPFT does not look at the EMI table before it talks to
+            # a phone; the phone then fails to boot.
             add(Finding(severity="error", code="preloader-platform", partition=part_name,
-                        spft_code=5066,
-                        message=f"{path.name} is not a {self.layout.platform} preloader: "
+                        message=f"{path.name} is not a preloader for {self.layout.platform}: "
                                 f"{mismatch}",
                         hint="flashing it would leave the phone unable to boot; use the "
                              f"preloader made for this {self.layout.platform} phone"))
@@ -340,7 +341,8 @@ class Firmware:
             return
         if not any(e.hw_code in chip.da_codes for e in da.entries):
             codes = ", ".join(sorted({f"0x{e.hw_code:04X}" for e in da.entries}))
-            add(Finding(severity="error", code="da-platform",
+            # 3087 S_DA_UNSUPPORTED_BBCHIP: what SP Flash Tool says with this DA.
+            add(Finding(severity="error", code="da-platform", spft_code=3087,
                         message=f"{path.name} has no entry for {chip.name} (hw code "
                                 f"0x{chip.hw_code:04X}); it has {codes}",
                         hint=f"use a Download Agent that supports {chip.name}"))
