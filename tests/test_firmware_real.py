@@ -166,3 +166,40 @@ def test_every_emi_version_in_the_corpus_has_a_chip() -> None:
     versions = {emi_version_of(p.read_bytes()) for p in EMI_TABLES}
     assert {8, 10, 11, 14, 20, 36, 46, 52} <= versions
     assert all(chips.by_emi_version(v) for v in versions)
+
+
+def _bytes_summing_to(value: int) -> bytes:
+    """A few bytes whose 16-bit byte sum is `value` (the test's own arithmetic)."""
+    return b"\xff" * (value // 255) + bytes([value % 255])
+
+
+def test_stock_folder_with_its_real_checksum_ini_verifies(tmp_path: Path) -> None:
+    """MT8167 (gohj99/GongChengROM): the real scatter, the real Checksum.ini and the real
+    lk image it was made for. The other images are placeholders this test builds so that
+    their byte sums are the file's values; the preloader is a GFH placeholder around the
+    corpus's real MT8167 (v28) EMI table, padded to the file's `preloader` value."""
+    fix = Path(__file__).parent / "fixtures"
+    scatter = next(p for p in SCATTERS if p.name == "MT8167_Android_scatter.gongcheng.txt")
+    ini_text = (fix / "checksum-mt8167" / "Checksum.ini").read_text()
+    values = {k: int(v, 16) for k, v in
+              (ln.split("=", 1) for ln in ini_text.split("[CheckSum]")[1].split())}
+    folder = tmp_path / "fw"
+    folder.mkdir()
+    (folder / "MT8167_Android_scatter.txt").write_bytes(scatter.read_bytes())
+    (folder / "Checksum.ini").write_text(ini_text)
+    by_name = {item["partition_name"]: item["file_name"] for item in
+               scatter_items(read_text(scatter)) if item.get("is_download") == "true"}
+    assert set(by_name) == set(values)
+    for name, file_name in by_name.items():
+        target = folder / file_name
+        if name == "lk_a":  # the real image: the file's lk_a value is its byte sum
+            target.write_bytes((fix / "checksum-mt8167" / "lk-verified.img").read_bytes())
+        elif name == "preloader":
+            pre = wrap_in_gfh(emi_table(28))
+            target.write_bytes(pre + _bytes_summing_to((values[name] - sum(pre)) % 65536))
+        else:
+            target.write_bytes(_bytes_summing_to(values[name]))
+    report = verify_folder(folder)
+    assert [f.message for f in report.errors] == [] and report.ok
+    assert {r.partition: r.status for r in report.checksums} == {k: "ok" for k in values}
+    assert parse_scatter(folder / "MT8167_Android_scatter.txt").platform == "MT8167"
