@@ -114,3 +114,13 @@ def test_real_legacy_da_is_checked_against_the_scatter_chip(tmp_path: Path) -> N
         assert bool(found) == bad, (name, found)
         if bad:
             assert "MT6765" in found[0].message and found[0].severity == "error"
+
+
+def test_inspect_names_the_chip_of_each_real_da_entry() -> None:
+    from romkit.firmware.inspect_file import inspect_file
+
+    info = inspect_file(REAL_DA)
+    by_code = {e["hw_code"]: e["chip"] for e in info["entries"]}
+    assert set(by_code) == _da_codes_by_hand()
+    assert (by_code[0x6583], by_code[0x6580], by_code[0x6735]) == ("MT6589", "MT6580", "MT6735")
+    assert info["mt6589_entry"] is not None

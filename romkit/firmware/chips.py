@@ -83,6 +83,11 @@ def by_hw_code(hw_code: int) -> Chip | None:
     return next((c for c in chips() if c.hw_code == hw_code), None)
 
 
+def by_da_code(code: int) -> Chip | None:
+    """The chip a DA entry's hw code is for (BROM code first, then the chip number)."""
+    return by_hw_code(code) or next((c for c in chips() if code in c.da_codes), None)
+
+
 def by_emi_version(version: int) -> list[Chip]:
     """Chips whose preloaders carry MTK_BLOADER_INFO_v`version` (often a family)."""
     return [c for c in chips() if version in c.emi_versions]

@@ -98,6 +98,9 @@ def inspect_file(path: Path, *, expect: str | None = None,
         result["mt6589_entry"] = da.select(MT6589_HW_CODE, MT6589_HW_VER).index
     except FirmwareFormatError:
         result["mt6589_entry"] = None
+    for entry in result["entries"]:
+        chip = chips.by_da_code(entry["hw_code"])
+        entry["chip"] = chip.name if chip is not None else None
     return result
 
 
@@ -194,11 +197,12 @@ def _render_da(info: dict[str, Any]) -> list[str]:
              f"entr{'y' if n == 1 else 'ies'} of 0x{info['entry_size']:X} bytes, "
              f"{_size(info['size'])}{tag}"]
     pick = info.get("mt6589_entry")
-    rows = [[str(e["index"]), f"0x{e['hw_code']:04X}", f"0x{e['hw_sub_code']:04X}",
-             f"0x{e['hw_version']:04X}", f"0x{e['sw_version']:04X}", str(len(e["regions"])),
+    rows = [[str(e["index"]), f"0x{e['hw_code']:04X}", e.get("chip") or "?",
+             f"0x{e['hw_sub_code']:04X}", f"0x{e['hw_version']:04X}",
+             f"0x{e['sw_version']:04X}", str(len(e["regions"])),
              "MT6589 uses this" if e["index"] == pick else ""] for e in info["entries"]]
-    lines += [""] + _table(rows, ["#", "hw code", "sub code", "hw ver", "sw ver", "regions",
-                                  "note"])
+    lines += [""] + _table(rows, ["#", "hw code", "chip", "sub code", "hw ver", "sw ver",
+                                  "regions", "note"])
     if pick is None:
         lines += ["", "  no entry for MT6589 (hw code 0x6583): this DA cannot flash an S820"]
         return lines
