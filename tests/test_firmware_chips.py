@@ -124,3 +124,20 @@ def test_inspect_names_the_chip_of_each_real_da_entry() -> None:
     assert set(by_code) == _da_codes_by_hand()
     assert (by_code[0x6583], by_code[0x6580], by_code[0x6735]) == ("MT6589", "MT6580", "MT6735")
     assert info["mt6589_entry"] is not None
+
+
+def test_a_real_v6_da_is_shown_and_refused_for_flashing() -> None:
+    from romkit.errors import FirmwareFormatError
+    from romkit.firmware.da import load_da
+    from romkit.firmware.inspect_file import inspect_file
+
+    path = REAL_DA.parent / "DA_BR.bin"
+    data = path.read_bytes()
+    assert data[0x20:0x29] == b"MTK_DA_v6"
+    (count,) = struct.unpack_from("<I", data, 0x68)
+    (code,) = struct.unpack_from("<H", data, 0x6C + 2)
+    info = inspect_file(path)
+    assert info["protocol"] == "v6-xml" and len(info["entries"]) == count == 1
+    assert info["entries"][0]["hw_code"] == code and info["entries"][0]["chip"] == "MT6895"
+    with pytest.raises(FirmwareFormatError, match="XML"):
+        load_da(path)  # what the flash path calls

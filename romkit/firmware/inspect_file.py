@@ -92,7 +92,7 @@ def inspect_file(path: Path, *, expect: str | None = None,
             result["cid_check"] = _cid_check(info, cid)
         return result
     data = read_limited(path, da_mod.MAX_DA_FILE)
-    da = da_mod.parse_da(data)
+    da = da_mod.parse_da(data, any_protocol=True)
     result = {**_file_facts(path, data, kind), **da.to_dict()}
     try:
         result["mt6589_entry"] = da.select(MT6589_HW_CODE, MT6589_HW_VER).index
@@ -193,6 +193,9 @@ def _render_preloader(info: dict[str, Any]) -> list[str]:
 def _render_da(info: dict[str, Any]) -> list[str]:
     tag = "  [ROMKIT SYNTHETIC test artifact]" if info["synthetic"] else ""
     n = len(info["entries"])
+    if info.get("protocol") == "v6-xml":
+        tag += ("\n  V6 (XML) protocol: shown here, but romkit's engine speaks only the legacy "
+                "DA protocol")
     lines = [f"{info['name']}: MediaTek Download Agent \"{info['id_string']}\", {n} "
              f"entr{'y' if n == 1 else 'ies'} of 0x{info['entry_size']:X} bytes, "
              f"{_size(info['size'])}{tag}"]

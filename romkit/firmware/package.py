@@ -334,7 +334,7 @@ class Firmware:
         from romkit.firmware.da import load_da
 
         try:
-            da = load_da(path)
+            da = load_da(path, any_protocol=True)
         except (FirmwareFormatError, OSError) as exc:
             add(Finding(severity="info", code="da-unreadable", message=f"{path.name}: {exc}",
                         hint="use the MTK_AllInOne_DA.bin of the flash tool"))
