@@ -68,7 +68,8 @@ def test_1_overlap_inside_one_region_is_still_an_error() -> None:
 # 2 ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["MT6771T_Android_scatter.android9.txt",
                                   "MT6781_Android_scatter.txt", "MT6785_Android_scatter.txt",
-                                  "MT6833_Android_scatter.txt"])
+                                  "MT6833_Android_scatter.txt",
+                                  "MT6789_Android_scatter.lenovo-tb350fu.txt"])
 def test_2_v2_scatter_inspects_with_the_right_partition_count(tmp_path: Path, capsys:
                                                              pytest.CaptureFixture[str],
                                                              name: str) -> None:
