@@ -234,3 +234,10 @@ def test_10_product_name_with_one_unprintable_byte_shows_both() -> None:
     cid = bytes.fromhex("90014a48414734640400000000000000")
     assert product_name(cid) == "HAG4d (484147346404)"
     assert product_name(bytes.fromhex("150100514531334d42")) == "QE13MB"
+
+
+def test_2_storage_choice_on_a_one_layout_file_is_refused_not_ignored(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = stock_folder(_scatter("MT6580_Android_scatter.txt"), tmp_path / "fw")
+    code, _out, err = run_main(capsys, "inspect", str(folder), "--storage", "UFS")
+    assert code == 2 and "no UFS layout" in err and "Traceback" not in err

@@ -474,6 +474,7 @@ def _parse_v1(text: str, source: str, storage: str | None = None) -> Layout:
     platform = general.get("platform") or platform_from_name(source)
     newline = "\r\n" if "\r\n" in text else "\n"
     if blocks[0].storage_type is None:  # V1.1.x: one unnamed block
+        _only_storage(general.get("storage") or "EMMC", storage)
         return Layout(platform=platform.upper() if platform else None, format="v1",
                       partitions=built[0].partitions, source=source, general=general,
                       physical_in_file=built[0].physical_in_file, newline=newline,
@@ -484,6 +485,14 @@ def _parse_v1(text: str, source: str, storage: str | None = None) -> Layout:
     want = storage or ("EMMC" if any(st.storage_type == "EMMC" for st in built)
                        else built[0].storage_type)
     return layout.for_storage(want)
+
+
+def _only_storage(have: str, want: str | None) -> None:
+    """A one-layout file asked for another storage's layout: say so, never ignore it."""
+    if want is not None and want.upper() != have.upper():
+        raise UsageError(f"the scatter has no {want.upper()} layout (it has: {have.upper()}; "
+                         "only V2.x files carry several)",
+                         hint="drop --storage, or use a V2.x scatter that has that layout")
 
 
 def _v1_partition(item: _Item, line: int, source: str, skipped: list[str]) -> Partition | None:
@@ -673,6 +682,7 @@ def parse_scatter_text(text: str, filename: str = "", *, storage: str | None = N
                  if ln.strip() and not ln.strip().startswith("#")), "")
     if head.startswith("- "):
         return _parse_v1(text, filename, storage)
+    _only_storage("EMMC", storage)
     return _parse_old(text, filename)
 
 
