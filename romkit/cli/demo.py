@@ -107,6 +107,8 @@ def _demo_cmd(
 
     Needs no phone and no network (a local mirror on 127.0.0.1); touches none of your romkit
     folders (ROMKIT_HOME points into the workspace while it runs).
+
+    Example: romkit demo --keep
     """
     out.use_json(json_)
     req = DemoRequest(workdir=workdir, keep=keep, dry_run=dry_run, wait=wait)

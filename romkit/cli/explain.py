@@ -130,6 +130,9 @@ def register(app: typer.Typer) -> None:
             show_default=False)] = None,
         json_: JsonOpt = False,
     ) -> None:
-        """Explain an SP Flash Tool / BROM / DA error code: names per version, cause, fix."""
+        """Explain an SP Flash Tool / BROM / DA error code: names per version, cause, fix.
+
+        Example: romkit explain 4032   (or: romkit explain --search DRAM)
+        """
         out.use_json(json_)
         run(ExplainRequest(code=code, search=search_text, tool_version=tool_version))

@@ -131,7 +131,10 @@ def _flash_cmd(
     packet_size: PacketOpt = P.DA_PACKET_DEFAULT,
     json_: JsonOpt = False,
 ) -> None:
-    """Flash a firmware folder to the phone, verify it, keep calibration safe."""
+    """Flash a firmware folder to the phone, verify it, keep calibration safe.
+
+    Example: romkit flash --dry-run   (then: romkit flash)
+    """
     out.use_json(json_)
     if mode not in MODES:
         raise UsageError(f"unknown mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
@@ -148,7 +151,10 @@ def _flash_cmd(
 def _backup_cmd(port: PortOpt = None, da: DaOpt = None, preloader: PreloaderOpt = None,
                 firmware: FirmwareOpt = None, wait: WaitOpt = 30.0,
                 json_: JsonOpt = False) -> None:
-    """Save NVRAM, PROTECT_F/S, PRO_INFO and SECCFG (IMEI, calibration) to the data dir."""
+    """Save NVRAM, PROTECT_F/S, PRO_INFO and SECCFG (IMEI, calibration) to the data dir.
+
+    Example: romkit backup --port /dev/ttyACM0
+    """
     out.use_json(json_)
     req = BackupRequest(port=port, da=da, preloader=preloader, firmware_dir=firmware, wait=wait)
     result = backup_phone(req, _progress)
@@ -173,7 +179,10 @@ def _restore_cmd(
     list_: Annotated[bool, typer.Option("--list", help="List backup sets and exit.")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Write a calibration backup back to its phone and verify it by readback."""
+    """Write a calibration backup back to its phone and verify it by readback.
+
+    Example: romkit restore --list   (then: romkit restore SET --dry-run)
+    """
     out.use_json(json_)
     if list_:
         sets = list_backups()
@@ -207,7 +216,10 @@ def _readback_cmd(
     firmware: FirmwareOpt = None, wait: WaitOpt = 30.0,
     packet_size: PacketOpt = P.DA_PACKET_DEFAULT, json_: JsonOpt = False,
 ) -> None:
-    """Dump partitions from the phone into OUT_DIR (one NAME.bin each, sha256 printed)."""
+    """Dump partitions from the phone into OUT_DIR (one NAME.bin each, sha256 printed).
+
+    Example: romkit readback NVRAM,PRO_INFO ./dump
+    """
     out.use_json(json_)
     if all_ and len(args) != 1:
         raise UsageError("with --all give only OUT_DIR", hint="romkit readback --all ./dump")

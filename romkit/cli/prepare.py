@@ -151,6 +151,8 @@ def register(app: typer.Typer) -> None:
 
         Every change is shown as a plan first (--dry-run), backed up in
         DIR/.romkit/prepare/<time>/ and can be undone with --undo.
+
+        Example: romkit prepare --device-year 2014 --dry-run
         """
         out.use_json(json_)
         request = PrepareRequest.from_options(
