@@ -18,6 +18,7 @@ from romkit.errors import EXIT_FAILURE
 from romkit.progress import ProgressEvent
 
 _INDENT = "      "
+_driven = out.indented(f"{_INDENT}| ")
 _STATUS_WORDS = {"ok": "ok", "expected-error": "refused, as expected", "failed": "FAILED",
                  "planned": "planned"}
 
@@ -57,12 +58,8 @@ def _progress(event: ProgressEvent) -> None:
         return
     if event.kind == "info" and event.label == "plan" and "plan" in data:
         return  # the flash plan table belongs to `romkit flash`, not to the story
-    if event.kind in ("info", "warning") and event.label:
-        # what the driven commands say, indented under the step they belong to
-        prefix = "warning: " if event.kind == "warning" else ""
-        out.note(f"{_INDENT}| {prefix}{event.label}")
-        return
-    out.progress(event)
+    # what the driven commands say (messages, finished items), indented under their step
+    _driven(event)
 
 
 def _render(result: DemoResult) -> None:

@@ -83,10 +83,8 @@ def _render_flash(r: FlashResult) -> None:
              f"0x{p.sum16:04X}", p.sha256[:16],
              "resumed" if p.resumed else ("verified" if p.verified else "written")]
             for p in r.partitions]
+    # the summary table; each partition's "verified …" line was already shown as its bar ended
     out.line(table(rows, ["partition", "bytes", "MB/s", "sum16", "sha256", "status"]))
-    for p in r.partitions:
-        if p.verified:
-            out.line(f"verified {p.partition}: sum16 0x{p.sum16:04X} sha256 {p.sha256}")
     if r.backup_set:
         out.line(f"calibration backup: {r.backup_set}")
     if r.formatted:

@@ -27,6 +27,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -176,6 +177,23 @@ class Output:
             self._update(event)
         elif event.kind == "end":
             self._end(event)
+
+    def indented(self, prefix: str) -> Callable[[ProgressEvent], None]:
+        """A progress callback whose lines (messages, end labels) start with `prefix`.
+
+        For commands that drive other commands' libraries (the demo): what the driven step says
+        sits indented under the step, and its bars still vanish into one line per item.
+        """
+
+        def callback(event: ProgressEvent) -> None:
+            if self.json or event.kind in ("start", "update") or not event.label:
+                self.progress(event)
+                return
+            head = "warning: " if event.kind == "warning" else ""
+            self.progress(replace(event, kind="info" if event.kind == "warning" else event.kind,
+                                  label=f"{prefix}{head}{event.label}"))
+
+        return callback
 
     def _bars_wanted(self) -> bool:
         """Live bars need a terminal (NO_COLOR turns off colour, not the bars)."""
