@@ -246,8 +246,10 @@ class Output:
             self._progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                 _size_column(DownloadColumn()), TimeRemainingColumn(),
-                console=self._console(sys.stderr), transient=True, redirect_stdout=True,
-                redirect_stderr=True)
+                console=self._console(sys.stderr), transient=True,
+                # results printed meanwhile go above the bars on the same terminal, but a
+                # redirected stdout (`romkit flash > plan.txt`) must keep receiving them
+                redirect_stdout=_isatty(sys.stdout), redirect_stderr=True)
             self._progress.start()
         return self._progress
 
