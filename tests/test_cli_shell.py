@@ -285,3 +285,18 @@ def test_colour_on_a_terminal_only(tmp_path: Path) -> None:
     assert code == 2 and not colour.search(raw)
     piped = run_cli("fetch", "")
     assert "\x1b" not in piped.stderr
+
+
+def test_prepare_shows_each_action_once(tmp_path: Path) -> None:
+    from romkit.sim.artifacts import preloader_s820
+    from romkit.sim.sample_firmware import build_s820_folder
+
+    folder = build_s820_folder(tmp_path / "pkg", preloader=preloader_s820(2013), image_scale=0.1)
+    new = tmp_path / "preloader_2014.bin"
+    new.write_bytes(preloader_s820(2014))
+    res = run_cli("prepare", str(folder), "--preloader", str(new))
+    assert res.returncode == 0, res.stderr
+    lines = [ln.strip() for ln in (res.stdout + res.stderr).splitlines() if ln.strip()]
+    mentions = [ln for ln in lines if "preloader_s820.bin" in ln and "<-" in ln]
+    assert len(mentions) == 1, lines  # the swap, once (it was also echoed while applied)
+    assert len(set(lines)) == len(lines), lines

@@ -21,6 +21,15 @@ from romkit.prepare import (
     UndoResult,
     prepare,
 )
+from romkit.progress import ProgressEvent
+
+
+def _progress(event: ProgressEvent) -> None:
+    """Bars and warnings as they happen; each planned action is shown once, in the plan table
+    printed with the result, not also as it is applied."""
+    if event.kind == "info" and not out.json:
+        return
+    out.progress(event)
 
 
 def _parts(parts: list[PartInfo] | None) -> str:
@@ -159,5 +168,5 @@ def register(app: typer.Typer) -> None:
             folder=folder, device_year=device_year, preloader=preloader, modem=modem,
             modem_naming=modem_naming, drop_checksum=drop_checksum, build=build,
             device=device, dry_run=dry_run, undo=undo)
-        result = prepare(request, on_progress=out.progress)
+        result = prepare(request, on_progress=_progress)
         out.result(result, lambda: _render(result))
