@@ -78,13 +78,14 @@ def _render_flash(r: FlashResult) -> None:
     if r.dry_run:
         out.line("dry run: nothing was written")
         return
-    rows = [[p.partition, human_size(p.bytes),
-             "-" if p.resumed or not p.seconds else f"{p.mb_per_s:.1f}",
-             f"0x{p.sum16:04X}", p.sha256[:16],
-             "resumed" if p.resumed else ("verified" if p.verified else "written")]
-            for p in r.partitions]
-    # the summary table; each partition's "verified …" line was already shown as its bar ended
-    out.line(table(rows, ["partition", "bytes", "MB/s", "sum16", "sha256", "status"]))
+    # Each partition already got its "verified …" line as its bar ended; the summary counts
+    # them instead of listing them again (`--json` has every partition's sha256 and speed).
+    written = [p for p in r.partitions if not p.resumed]
+    rate = human_size(int(r.bytes_written / r.seconds)) + "/s" if r.seconds > 0 else "-"
+    out.table([[str(len(written)), str(sum(p.verified for p in written)),
+                str(len(r.partitions) - len(written)), str(sum(p.rewrites for p in written)),
+                human_size(r.bytes_written), f"{r.seconds:.1f} s", rate]],
+              ["written", "verified", "resumed", "rewrites", "bytes", "time", "speed"])
     if r.backup_set:
         out.line(f"calibration backup: {r.backup_set}")
     if r.formatted:
@@ -94,9 +95,9 @@ def _render_flash(r: FlashResult) -> None:
     if r.restored:
         out.line(f"calibration restored and verified: {', '.join(r.restored)}")
     for w in r.warnings:
-        out.line(f"note: {w}")
-    out.line(f"done: {human_size(r.bytes_written)} in {r.seconds:.1f} s "
-             f"({r.mode}, phone {r.cid})")
+        if not out.warned(w):  # plan warnings were already shown before the first write
+            out.line(f"note: {w}")
+    out.line(f"done: {r.mode} on phone {r.cid}")
 
 
 def _csv(values: list[str] | None) -> list[str]:

@@ -77,12 +77,14 @@ class Output:
         self._tasks: dict[str, TaskID] = {}
         self._plain_tasks: set[str] = set()
         self._consoles: dict[int, Console] = {}
+        self._warned: set[str] = set()
 
     def reset(self, *, json: bool = False, debug: bool = False) -> None:
         """A fresh start for one command line (main() may run several times in one process)."""
         self.close_bars()
         self.json = json
         self.debug = debug
+        self._warned.clear()
 
     def use_json(self, flag: bool) -> bool:
         """Per-command `--json` adds to the global one."""
@@ -109,7 +111,12 @@ class Output:
 
     def warn(self, text: str) -> None:
         """`warning: text` on stderr, in colour on a terminal."""
+        self._warned.add(text)
         self._err(f"warning: {text}", prefix_style="yellow")
+
+    def warned(self, text: str) -> bool:
+        """Whether `text` was already shown as a warning (results then need not repeat it)."""
+        return text in self._warned
 
     def result(self, payload: Any, render: Callable[[], None]) -> None:
         """Print `payload` as JSON with --json, else call `render` for the human form."""
