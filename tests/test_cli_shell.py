@@ -300,3 +300,36 @@ def test_prepare_shows_each_action_once(tmp_path: Path) -> None:
     mentions = [ln for ln in lines if "preloader_s820.bin" in ln and "<-" in ln]
     assert len(mentions) == 1, lines  # the swap, once (it was also echoed while applied)
     assert len(set(lines)) == len(lines), lines
+
+
+def test_flash_on_a_terminal_one_line_per_partition_and_a_summary(tmp_path: Path) -> None:
+    from romkit.sim.artifacts import da_s820, preloader_s820
+    from romkit.sim.sample_firmware import build_s820_folder
+
+    folder = build_s820_folder(tmp_path / "fw", preloader=preloader_s820(2013), da=da_s820())
+    env = {"ROMKIT_HOME": str(tmp_path / "home")}
+    sim = subprocess.Popen([sys.executable, "-m", "romkit", "sim", "--once", "--json",
+                            "--state", str(tmp_path / "phone")], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    try:
+        assert sim.stdout is not None
+        port = json.loads(sim.stdout.readline())["port"]
+        code, _, lines = on_terminal([sys.executable, "-m", "romkit", "flash", str(folder),
+                                      "--port", port], env)
+    finally:
+        sim.kill()
+        sim.communicate(timeout=30)
+    assert code == 0, "\n".join(lines)
+    assert [ln for ln in lines if FRAGMENTS.search(ln)] == []
+    verified = [ln.split()[1].rstrip(":") for ln in lines if ln.startswith("verified ")]
+    assert verified == PARTITIONS
+    after = lines[lines.index(next(ln for ln in lines if ln.startswith("verified "))):]
+    assert not any(p in ln for ln in after if not ln.startswith("verified ") for p in
+                   ("PRELOADER", "BOOTIMG", "USRDATA"))  # no per-partition rows again
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("written "))
+    assert lines[head].split() == ["written", "verified", "resumed", "rewrites", "bytes",
+                                   "time", "speed"]
+    assert lines[head + 2].split()[:4] == ["12", "12", "0", "0"]
+    warnings = [ln for ln in lines if ln.startswith("warning: ")]
+    assert all(w.removeprefix("warning: ") not in "\n".join(lines[head:]) for w in warnings)
+    assert lines[-1].startswith("done: download-only on phone ")
