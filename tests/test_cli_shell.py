@@ -133,6 +133,7 @@ USAGE_CASES = [
     (("flash", "--bogus"), "--bogus", "romkit flash -h"),
     (("fetch", "--connections", "0", "S124"), "--connections", "romkit fetch -h"),
     (("no-such-command",), "no-such-command", "romkit -h"),
+    (("flsh",), "Did you mean 'flash'?", "romkit -h"),
     (("catalog", "show"), "NAME", "romkit catalog show -h"),
     (("sim", "--year", "2015", "--dry-run"), "--year", "romkit sim"),
 ]

@@ -39,6 +39,7 @@ Errors and Ctrl-C (the contract every command gets for free)
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import os
@@ -250,6 +251,19 @@ class LazyGroup(TyperGroup):
         for name, command in group.commands.items():
             _polish(command, f"romkit {name}")
             self.commands.setdefault(name, command)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """As click's, but "did you mean" also knows the commands not loaded yet."""
+        try:
+            return super().resolve_command(ctx, args)
+        except typer.TyperException as exc:
+            message = getattr(exc, "message", "")
+            if args and "Did you mean" not in message and message.startswith("No such command"):
+                close = difflib.get_close_matches(args[0], self.list_commands(ctx))
+                if close:
+                    exc.message = (message.rstrip(".") + ". Did you mean "  # type: ignore[attr-defined]
+                                   + ", ".join(repr(c) for c in close) + "?")
+            raise
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         """The command list from the table: `romkit --help` imports no command module."""
