@@ -173,13 +173,15 @@ def test_romkit_errors_keep_their_exit_code_and_json() -> None:
 # -- Ctrl-C --------------------------------------------------------------------------------------
 
 
-def test_ctrl_c_prints_one_interrupted_line() -> None:
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_ctrl_c_prints_one_interrupted_line(json_flag: list[str]) -> None:
     """A fetch waiting on a server that accepts and never answers; SIGINT once it connected."""
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(4)
         url = f"http://127.0.0.1:{server.getsockname()[1]}/S820_ROW_S124_140404.7z"
-        proc = subprocess.Popen([sys.executable, "-m", "romkit", "fetch", "S124", "--url", url,
+        proc = subprocess.Popen([sys.executable, "-m", "romkit", *json_flag, "fetch", "S124",
+                                 "--url", url,
                                  "--dest", os.devnull + "-x"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         conn, _ = server.accept()  # the sync point: romkit is now inside the download
@@ -191,7 +193,13 @@ def test_ctrl_c_prints_one_interrupted_line() -> None:
     assert proc.returncode == 130, err
     lines = err.splitlines()
     assert [ln for ln in lines if ln.startswith("interrupted:")] == lines[-1:], err
-    assert "Traceback" not in err and out == ""
+    assert "Traceback" not in err
+    if json_flag:
+        doc = json.loads(out)
+        assert doc["error"] == "Interrupted" and doc["exit_code"] == 130
+        assert lines[-1] == f"interrupted: {doc['message']}"
+    else:
+        assert out == ""
 
 
 def test_interrupted_with_what_was_left(capsys: pytest.CaptureFixture[str]) -> None:
