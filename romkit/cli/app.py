@@ -15,10 +15,16 @@ Registering a new command module
    `COMMANDS` below, in the order `romkit --help` should list them. The help text must equal
    the first line of the command's docstring (a group's `help=`); tests/test_cli_shell.py
    checks this and that every module with a `register()` has its rows, so a forgotten row
-   fails the suite instead of silently hiding the command.
+   fails the suite instead of silently hiding the command. For romkit/cli/modem.py with
+   `app.command("modem")(modem_cmd)` whose docstring starts "Name modem files for a build.",
+   the row is `Cmd("modem", "modem", "Name modem files for a build.")`.
 3. Keep heavy imports (numpy, py7zr, requests, serial, romkit.sim/flash/fetch) out of the
    module level of anything `romkit --version` imports; inside a command module they are fine,
    since the module loads only when its command runs.
+
+Print only through `romkit.cli.output.out` (see its module docstring): `out.result` for the
+result, `out.progress` as the library's progress callback (bars that end as one line per item),
+`out.table` for a closing summary, `out.warn` / `out.note` for remarks.
 
 Options get readable metavars automatically (`--port PORT`, `[FOLDER]`); give `metavar=` only
 where a better word exists (`--dest DIR`). Give every command an `Example:` line in its

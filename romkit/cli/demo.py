@@ -115,10 +115,11 @@ def _demo_cmd(
         error = result.error or {}
         out.note("error: the demo did not end green" + (
             f": {error['message']}" if error.get("message") else ""))
-        if error.get("hint"):
-            out.note(f"hint: {error['hint']}")
+        hints = [str(error["hint"])] if error.get("hint") else []
         if not result.kept:
-            out.note("hint: run `romkit demo --keep` to inspect the workspace of a failed run")
+            hints.append("run `romkit demo --keep` to inspect the workspace of a failed run")
+        if hints:
+            out.note("hint: " + "; ".join(hints))  # one hint line, as every error has
         raise typer.Exit(int(error.get("exit_code") or EXIT_FAILURE))
 
 
