@@ -172,7 +172,7 @@ def _usage_on_invalid_options(fn: Callable[..., Any], command: Any,
                 raise _usage_from_validation(cause, command, path) from exc
             raise
         except Exception as exc:
-            if _is_pydantic_validation(exc):
+            if _is_pydantic_validation(exc) and _about_options(exc, command):
                 raise _usage_from_validation(exc, command, path) from exc
             raise
 
@@ -183,6 +183,14 @@ def _usage_on_invalid_options(fn: Callable[..., Any], command: Any,
 def _is_pydantic_validation(exc: BaseException) -> bool:
     pydantic = sys.modules.get("pydantic")  # never imported just to check
     return pydantic is not None and isinstance(exc, pydantic.ValidationError)
+
+
+def _about_options(exc: Any, command: Any) -> bool:
+    """A ValidationError of the command's own options (a field named like one of them, or a
+    request/options model), not of data a library read (that stays an internal error)."""
+    title = str(getattr(exc, "title", ""))
+    return _field_param(exc, command) is not None or title.endswith(
+        ("Request", "Options", "Opts"))
 
 
 def _field_param(exc: Any, command: Any) -> Any:
@@ -416,8 +424,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's flush
         sys.exit(EXIT_FAILURE)
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, no traceback
-        if _is_pydantic_validation(exc):
-            _fail(_usage_from_validation(exc, None, "romkit"))
         out.internal_error(exc)
         if out.debug:
             traceback.print_exc()
