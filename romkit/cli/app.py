@@ -156,7 +156,7 @@ def _usage_on_invalid_options(fn: Callable[..., Any], command: Any,
                               path: str) -> Callable[..., Any]:
     """Pydantic rejecting an option value is the user's usage error, not an internal one.
 
-    Also a library's own `RomkitError` raised *from* such a ValidationError (PrepareRequest
+    Also a library's own `UsageError` raised *from* such a ValidationError (PrepareRequest
     does that) is re-worded when the failing field is one of this command's options, so every
     command names the option as typed (`--device-year`), not the model field (`device_year`).
     """
@@ -165,7 +165,7 @@ def _usage_on_invalid_options(fn: Callable[..., Any], command: Any,
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except RomkitError as exc:
+        except UsageError as exc:
             cause = exc.__cause__
             if cause is not None and _is_pydantic_validation(cause) and _field_param(
                     cause, command) is not None:
