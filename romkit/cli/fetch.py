@@ -75,7 +75,10 @@ def register(app: typer.Typer) -> None:
             help="Remote catalog index; default $ROMKIT_CATALOG_URL.")] = None,
         json_: JsonOpt = False,
     ) -> None:
-        """Download, verify and unpack a firmware build; record it as the current firmware."""
+        """Download, verify and unpack a firmware build; record it as the current firmware.
+
+        Example: romkit fetch S820_ROW_S124 --dry-run
+        """
         out.use_json(json_)
         request = FetchRequest(name=name, urls=url or [], connections=connections, dest=dest,
                                from_path=from_path, force=force, keep_bad=keep_bad,

@@ -188,8 +188,12 @@ def _file_inspector(path: Path) -> Any:
 
 def inspect_cmd(path: InspectArg = None, storage: StorageOpt = None,
                 json_: JsonOpt = False) -> None:
-    """Show a firmware folder (partitions, images, fill, checksums, layout bar) or one
-    preloader, EMI table or DA file."""
+    """Show a firmware folder, or one preloader, EMI table or DA file.
+
+    A folder shows its partitions, images, fill, checksums and a layout bar.
+
+    Example: romkit inspect ./S820_ROW_S124_140404/target_bin
+    """
     opts = InspectOptions(path=path, storage=storage)
     out.use_json(json_)
     target = opts.path
@@ -207,7 +211,10 @@ def inspect_cmd(path: InspectArg = None, storage: StorageOpt = None,
 
 def verify_cmd(folder: PathArg = None, storage: StorageOpt = None,
                json_: JsonOpt = False) -> None:
-    """Validate a firmware folder (images, sizes, layout, preloader, checksums); exit 3 on error."""
+    """Validate a firmware folder (images, sizes, layout, preloader, checksums); exit 3 on error.
+
+    Example: romkit verify ./S820_ROW_S124_140404/target_bin
+    """
     opts = FolderOptions(folder=folder, storage=storage)
     out.use_json(json_)
     report = verify_folder(resolve_firmware_dir(opts.folder), on_progress=out.progress,
@@ -265,7 +272,10 @@ def checksum_cmd(
         "--dry-run", help="With --write: show the diff, write nothing.")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Check images against checksum.ini, or regenerate it with --write (old one backed up)."""
+    """Check images against checksum.ini, or regenerate it with --write (old one backed up).
+
+    Example: romkit checksum --write --dry-run
+    """
     opts = ChecksumOptions(folder=folder, write=write or dry_run, dry_run=dry_run)
     out.use_json(json_)
     target = resolve_firmware_dir(opts.folder)

@@ -81,15 +81,14 @@ def _render_flash(r: FlashResult) -> None:
     if r.dry_run:
         out.line("dry run: nothing was written")
         return
-    rows = [[p.partition, human_size(p.bytes),
-             "-" if p.resumed or not p.seconds else f"{p.mb_per_s:.1f}",
-             f"0x{p.sum16:04X}", p.sha256[:16],
-             "resumed" if p.resumed else ("verified" if p.verified else "written")]
-            for p in r.partitions]
-    out.line(table(rows, ["partition", "bytes", "MB/s", "sum16", "sha256", "status"]))
-    for p in r.partitions:
-        if p.verified:
-            out.line(f"verified {p.partition}: sum16 0x{p.sum16:04X} sha256 {p.sha256}")
+    # Each partition already got its "verified …" line as its bar ended; the summary counts
+    # them instead of listing them again (`--json` has every partition's sha256 and speed).
+    written = [p for p in r.partitions if not p.resumed]
+    rate = human_size(int(r.bytes_written / r.seconds)) + "/s" if r.seconds > 0 else "-"
+    out.table([[str(len(written)), str(sum(p.verified for p in written)),
+                str(len(r.partitions) - len(written)), str(sum(p.rewrites for p in written)),
+                human_size(r.bytes_written), f"{r.seconds:.1f} s", rate]],
+              ["written", "verified", "resumed", "rewrites", "bytes", "time", "speed"])
     if r.backup_set:
         out.line(f"calibration backup: {r.backup_set}")
     if r.formatted:
@@ -99,9 +98,9 @@ def _render_flash(r: FlashResult) -> None:
     if r.restored:
         out.line(f"calibration restored and verified: {', '.join(r.restored)}")
     for w in r.warnings:
-        out.line(f"note: {w}")
-    out.line(f"done: {human_size(r.bytes_written)} in {r.seconds:.1f} s "
-             f"({r.mode}, phone {r.cid})")
+        if not out.warned(w):  # plan warnings were already shown before the first write
+            out.line(f"note: {w}")
+    out.line(f"done: {r.mode} on phone {r.cid}")
 
 
 def _csv(values: list[str] | None) -> list[str]:
@@ -135,7 +134,10 @@ def _flash_cmd(
     trace: TraceOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Flash a firmware folder to the phone, verify it, keep calibration safe."""
+    """Flash a firmware folder to the phone, verify it, keep calibration safe.
+
+    Example: romkit flash --dry-run   (then: romkit flash)
+    """
     out.use_json(json_)
     if mode not in MODES:
         raise UsageError(f"unknown mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
@@ -152,7 +154,10 @@ def _flash_cmd(
 def _backup_cmd(port: PortOpt = None, da: DaOpt = None, preloader: PreloaderOpt = None,
                 firmware: FirmwareOpt = None, wait: WaitOpt = 30.0,
                 trace: TraceOpt = None, json_: JsonOpt = False) -> None:
-    """Save NVRAM, PROTECT_F/S, PRO_INFO and SECCFG (IMEI, calibration) to the data dir."""
+    """Save NVRAM, PROTECT_F/S, PRO_INFO and SECCFG (IMEI, calibration) to the data dir.
+
+    Example: romkit backup --port /dev/ttyACM0
+    """
     out.use_json(json_)
     req = BackupRequest(port=port, da=da, preloader=preloader, firmware_dir=firmware, wait=wait,
                         trace=trace)
@@ -179,7 +184,10 @@ def _restore_cmd(
     trace: TraceOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Write a calibration backup back to its phone and verify it by readback."""
+    """Write a calibration backup back to its phone and verify it by readback.
+
+    Example: romkit restore --list   (then: romkit restore SET --dry-run)
+    """
     out.use_json(json_)
     if list_:
         sets = list_backups()
@@ -214,7 +222,10 @@ def _readback_cmd(
     packet_size: PacketOpt = P.DA_PACKET_DEFAULT, trace: TraceOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Dump partitions from the phone into OUT_DIR (one NAME.bin each, sha256 printed)."""
+    """Dump partitions from the phone into OUT_DIR (one NAME.bin each, sha256 printed).
+
+    Example: romkit readback NVRAM,PRO_INFO ./dump
+    """
     out.use_json(json_)
     if all_ and len(args) != 1:
         raise UsageError("with --all give only OUT_DIR", hint="romkit readback --all ./dump")

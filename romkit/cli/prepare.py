@@ -21,6 +21,15 @@ from romkit.prepare import (
     UndoResult,
     prepare,
 )
+from romkit.progress import ProgressEvent
+
+
+def _progress(event: ProgressEvent) -> None:
+    """Bars and warnings as they happen; each planned action is shown once, in the plan table
+    printed with the result, not also as it is applied."""
+    if event.kind == "info" and not out.json:
+        return
+    out.progress(event)
 
 
 def _parts(parts: list[PartInfo] | None) -> str:
@@ -151,11 +160,13 @@ def register(app: typer.Typer) -> None:
 
         Every change is shown as a plan first (--dry-run), backed up in
         DIR/.romkit/prepare/<time>/ and can be undone with --undo.
+
+        Example: romkit prepare --device-year 2014 --dry-run
         """
         out.use_json(json_)
         request = PrepareRequest.from_options(
             folder=folder, device_year=device_year, preloader=preloader, modem=modem,
             modem_naming=modem_naming, drop_checksum=drop_checksum, build=build,
             device=device, dry_run=dry_run, undo=undo)
-        result = prepare(request, on_progress=out.progress)
+        result = prepare(request, on_progress=_progress)
         out.result(result, lambda: _render(result))

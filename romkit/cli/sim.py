@@ -64,7 +64,10 @@ def sim_command(
                                  help="Validate the options and say what would happen."),
     json_: JsonOpt = False,
 ) -> None:
-    """Plug in a virtual S820 in download mode on a pseudo-terminal (Ctrl-C to unplug)."""
+    """Plug in a virtual S820 in download mode on a pseudo-terminal (Ctrl-C to unplug).
+
+    Example: romkit sim --year 2014 --state ./phone
+    """
     out.use_json(json_)
     try:
         opts = SimOptions.model_validate({
