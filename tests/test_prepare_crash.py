@@ -208,3 +208,15 @@ def test_cli_killed_between_preloader_and_checksum(pristine: Path, tmp_path: Pat
     undo = run_cli("prepare", str(pristine), "--undo")
     assert undo.returncode == 0, undo.stderr
     assert snapshot(pristine) == original
+
+
+def test_undo_gives_back_modes_without_any_crash(pristine: Path, tmp_path: Path) -> None:
+    """A removed checksum.ini comes back 0604 and the swapped preloader stays 0640."""
+    pl_file = tmp_path / "preloader_2014.bin"
+    pl_file.write_bytes(preloader_s820(2014))
+    original = snapshot(pristine)
+    prepare(PrepareRequest(folder=pristine, preloader=pl_file, drop_checksum=True))
+    assert stat.S_IMODE((pristine / "preloader_s820.bin").stat().st_mode) == 0o640
+    assert not (pristine / "Checksum.ini").exists()
+    prepare(PrepareRequest(folder=pristine, undo=True))
+    assert snapshot(pristine) == original
