@@ -276,3 +276,40 @@ def test_force_replaces_the_archive_once_the_new_one_verifies() -> None:
 
 def test_integrity_error_is_exit_3() -> None:
     assert IntegrityError("x").exit_code == 3
+
+
+# -- the retry policy and the per-file lock -----------------------------------------------------
+
+
+def test_retry_after_is_honoured_and_the_budget_is_the_policy_s() -> None:
+    """A 503 with Retry-After: 1 makes the next try wait about a second (not the 10 ms
+    backoff); a mirror failing every time is given up after exactly `retries` retries."""
+    data = _data(100_000, 11)
+    target = DownloadTarget(file_name="fw.7z", size=len(data), sha256=_sha(data))
+    with LocalServer({"fw.7z": data, "dead.7z": data}) as srv:
+        srv.add_fault("fw.7z", Fault("status", status=503, retry_after=1, times=1))
+        t0 = time.monotonic()
+        res = download(target, [Candidate(url=srv.url("fw.7z"))], options=FAST)
+        took = time.monotonic() - t0
+        srv.add_fault("dead.7z", Fault("status", status=500, times=None))
+        srv.reset_stats()
+        opts = FAST.model_copy(update={"retries": 3, "max_size": 10**6})
+        with pytest.raises(DownloadError, match="after 3 retries"):
+            download(DownloadTarget(file_name="dead.7z"), [Candidate(url=srv.url("dead.7z"))],
+                     options=opts)
+        asked = [s for s in srv.served if s.name == "dead.7z"]
+    assert res.path.read_bytes() == data
+    assert took >= 0.9
+    assert len(asked) == 4  # the first try and 3 retries
+
+
+def test_a_second_romkit_on_the_same_file_stops_at_once() -> None:
+    import fcntl
+
+    cache = _cache()
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / ".fw.7z.lock").open("a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(DownloadError, match="already downloading"):
+            download(DownloadTarget(file_name="fw.7z"),
+                     [Candidate(url="http://127.0.0.1:9/fw.7z")], options=FAST)

@@ -76,6 +76,7 @@ _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _SAFE_NAME = re.compile(r"^[^/\\\x00-\x1f]+$")
 _USER_AGENT = "romkit-fetch/0.1"
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+_RETRY_AFTER_MAX = 120.0  # a server asking for a longer pause is treated as down for now
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _T = TypeVar("_T")
 
@@ -679,7 +680,7 @@ class _Transfer:
     def _retrying(self, attempt: Callable[[], _T],
                   progress: Callable[[], int] | None = None) -> _T:
         """Run `attempt` until it returns; each _Retryable it raises costs one retry of the
-        policy and waits its backoff (or the server's Retry-After, capped at backoff_max).
+        policy and waits its backoff (or the server's Retry-After, up to two minutes).
         With `progress`, an attempt that moved it forward starts a fresh budget: a flaky
         link that keeps delivering is not a dead mirror."""
         policy = self._policy()
@@ -696,7 +697,10 @@ class _Transfer:
                     raise _MirrorFailed(f"{exc} (after {self.opts.retries} retries)") from exc
                 wait = policy.get_backoff_time()
                 if exc.retry_after is not None:
-                    wait = min(self.opts.backoff_max, exc.retry_after)
+                    if exc.retry_after > _RETRY_AFTER_MAX:
+                        raise _MirrorFailed(f"{exc}, asking to retry after "
+                                            f"{exc.retry_after:.0f} s") from exc
+                    wait = exc.retry_after
                 if self.stop.wait(wait):
                     raise _Stopped() from exc
 

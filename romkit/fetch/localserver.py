@@ -53,6 +53,7 @@ class Fault:
     times: int | None = 1
     min_offset: int = 0
     data: bytes = b""
+    retry_after: int | None = None  # "status": also send Retry-After with this many seconds
 
 
 @dataclass(frozen=True)
@@ -335,7 +336,9 @@ def _make_handler(server: LocalServer) -> type[http.server.BaseHTTPRequestHandle
             if fault is not None and fault.kind == "delay":
                 time.sleep(fault.delay)
             if fault is not None and fault.kind == "status":
-                self._plain(fault.status, b"injected failure\n")
+                extra = ({"Retry-After": str(fault.retry_after)}
+                         if fault.retry_after is not None else {})
+                self._plain(fault.status, b"injected failure\n", extra)
                 server._record(Served(name, start, end, fault.status, 0, rng is not None))
                 return
             status = 206 if isinstance(rng, tuple) else 200
@@ -406,8 +409,11 @@ def _make_handler(server: LocalServer) -> type[http.server.BaseHTTPRequestHandle
                 self.close_connection = True
             return sent
 
-        def _plain(self, status: int, body: bytes) -> None:
+        def _plain(self, status: int, body: bytes,
+                   extra: dict[str, str] | None = None) -> None:
             self.send_response(status)
+            for key, value in (extra or {}).items():
+                self.send_header(key, value)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
