@@ -179,10 +179,12 @@ def test_unknown_hash_is_recorded_then_a_different_one_is_refused() -> None:
         assert json.loads(store.read_text())["S820_X"]["sha256"] == (
             hashlib.sha256(first).hexdigest())
         assert (_cache() / "fw.zip").read_bytes() == first
+        assert srv.wait_idle()
         served = srv.bytes_served("b.zip")
         accepted = download(target, [Candidate(url=srv.url("b.zip"))],
                             options=forced.model_copy(update={"accept_new_hash": True}))
         # the refused file was kept complete: accepting it fetches nothing again
+        assert srv.wait_idle()
         assert srv.bytes_served("b.zip") - served <= 1
     assert accepted.path.read_bytes() == second
     doc = json.loads(store.read_text())["S820_X"]

@@ -92,6 +92,7 @@ def test_file_changed_during_the_download_restarts_cleanly() -> None:
         events: list = []
         res = download(target, [Candidate(url=srv.url("fw.zip"))], options=opts,
                        on_progress=events.append)
+        assert srv.wait_idle()
         restarts = [s for s in srv.served if s.start == 0 and s.end > 1 and s.ranged]
         whole = [s for s in srv.served if s.status == 200]
     assert res.path.read_bytes() == new
@@ -110,6 +111,7 @@ def test_published_hash_resumes_across_mirrors_but_not_a_changed_file() -> None:
         _interrupted_first_run(srv, "a.7z", target, cut=2 * PIECE)
         srv.reset_stats()
         res = download(target, [Candidate(url=srv.url("b.7z"))], options=FAST)
+        assert srv.wait_idle()
         body = [s for s in srv.served if s.end > 1]
     assert res.path.read_bytes() == data
     assert sum(s.sent for s in body) == len(data) - 2 * PIECE
@@ -187,6 +189,7 @@ def test_source_larger_than_max_size_is_refused(tmp_path: Path, scheme: str) -> 
         url = src.as_uri() if scheme == "file" else srv.url("big.zip")
         with pytest.raises(DownloadError, match="max-size"):
             download(target, [Candidate(url=url)], options=opts)
+        assert srv.wait_idle()
         sent = srv.bytes_served()
     part = _cache() / "big.zip.part"
     assert not (_cache() / "big.zip").exists()
@@ -269,6 +272,7 @@ def test_force_replaces_the_archive_once_the_new_one_verifies() -> None:
         srv.reset_stats()
         again = download(target, [Candidate(url=srv.url("fw.7z"))],
                          options=FAST.model_copy(update={"force": True}))
+        assert srv.wait_idle()
         assert srv.bytes_served() >= len(data)
     assert not again.cached and again.path.read_bytes() == data
     assert not (_cache() / "fw.7z.part").exists()
@@ -297,6 +301,7 @@ def test_retry_after_is_honoured_and_the_budget_is_the_policy_s() -> None:
         with pytest.raises(DownloadError, match="after 3 retries"):
             download(DownloadTarget(file_name="dead.7z"), [Candidate(url=srv.url("dead.7z"))],
                      options=opts)
+        assert srv.wait_idle()
         asked = [s for s in srv.served if s.name == "dead.7z"]
     assert res.path.read_bytes() == data
     assert took >= 0.9
