@@ -220,3 +220,22 @@ def test_undo_gives_back_modes_without_any_crash(pristine: Path, tmp_path: Path)
     assert not (pristine / "Checksum.ini").exists()
     prepare(PrepareRequest(folder=pristine, undo=True))
     assert snapshot(pristine) == original
+
+
+def test_a_second_prepare_on_the_same_folder_is_refused(pristine: Path, tmp_path: Path) -> None:
+    """While one prepare works on a folder its record says "applying"; a second prepare must
+    not take that for a crash and roll it back."""
+    import fcntl
+
+    from romkit.prepare import PrepareConflictError
+
+    pl_file = tmp_path / "preloader_2014.bin"
+    pl_file.write_bytes(preloader_s820(2014))
+    fd = os.open(pristine, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(PrepareConflictError, match="another romkit prepare"):
+            prepare(PrepareRequest(folder=pristine, preloader=pl_file))
+    finally:
+        os.close(fd)
+    assert not (pristine / ".romkit").exists()

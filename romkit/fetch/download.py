@@ -156,12 +156,14 @@ class DownloadInterrupted(KeyboardInterrupt):
     """Ctrl-C during a download, with what was left on disk (the CLI says it and how to go
     on). Still a KeyboardInterrupt, so callers that do not care see the usual one."""
 
-    def __init__(self, file_name: str, part: Path, done: int, total: int | None) -> None:
+    def __init__(self, file_name: str, part: Path, done: int, total: int | None,
+                 resumable: bool = True) -> None:
         super().__init__(f"download of {file_name} interrupted")
         self.file_name = file_name
         self.part = part
         self.done = done
         self.total = total
+        self.resumable = resumable
 
 
 # ------------------------------------------------------------------------------ public API --
@@ -227,7 +229,8 @@ def download(target: DownloadTarget, candidates: Sequence[Candidate], *,
             state = _load_state(_state_path(part))
             done = sum(e - s for s, e in state.ranges) if state is not None else 0
             total = state.size if state is not None else target.size
-            raise DownloadInterrupted(name, part, done, total) from exc
+            resumable = state is not None and state.resumable
+            raise DownloadInterrupted(name, part, done, total, resumable) from exc
 
 
 def import_file(path: Path, target: DownloadTarget, *, accept_new_hash: bool = False,
@@ -490,6 +493,7 @@ class _State:
     sha256: str | None
     ranges: list[tuple[int, int]]
     validators: dict[str, _Validator] = field(default_factory=dict)
+    resumable: bool = True  # False: written by a single stream, which restarts from 0
 
 
 def _state_path(part: Path) -> Path:
@@ -515,7 +519,8 @@ def _load_state(path: Path) -> _State | None:
                 if isinstance(url, str) and parsed is not None:
                     validators[url] = parsed
         return _State(size=size, sha256=sha if isinstance(sha, str) else None,
-                      ranges=_merge(ranges), validators=validators)
+                      ranges=_merge(ranges), validators=validators,
+                      resumable=raw.get("resumable", True) is not False)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -588,6 +593,7 @@ class _Transfer:
         self._lock = threading.Lock()
         self._fd = -1
         self.detached = False
+        self.single = False
         self.task = "download"
 
     # -- entry ------------------------------------------------------------------------------
@@ -844,7 +850,8 @@ class _Transfer:
         doc = {"version": _STATE_VERSION, "file_name": self.target.file_name,
                "size": self.total, "sha256": self.target.sha256 or None,
                "ranges": [list(r) for r in _merge(ranges)],
-               "validators": {url: v.as_dict() for url, v in self.validators.items()}}
+               "validators": {url: v.as_dict() for url, v in self.validators.items()},
+               "resumable": not self.single}
         atomic_write_text(_state_path(self.part), json.dumps(doc))
 
     # -- segmented --------------------------------------------------------------------------
@@ -999,6 +1006,7 @@ class _Transfer:
     def _single(self, resp: requests.Response) -> int:
         """No Range support: stream from byte 0 (a retry starts again from 0)."""
         total = self.total
+        self.single = True
         self.pieces = [_Piece(0, total if total is not None else 0)]
         try:
             self._fd = self._open_part(os.O_RDWR | os.O_CREAT | os.O_TRUNC)

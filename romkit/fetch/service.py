@@ -145,9 +145,11 @@ def fetch(request: FetchRequest, on_progress: ProgressCallback | None = None) ->
         return _fetch(request, on_progress, stage)
     except DownloadInterrupted as exc:
         total = f" of {exc.total}" if exc.total is not None else ""
+        how = ("the next run resumes from there" if exc.resumable else
+               "this mirror cannot resume, the next run starts again from byte 0")
         raise FetchInterrupted(
             f"download of {exc.file_name} stopped with {exc.done}{total} bytes on disk, kept "
-            f"in {exc.part} (the next run resumes from there)") from exc
+            f"in {exc.part} ({how})") from exc
     except KeyboardInterrupt as exc:
         if stage["now"] == "unpacking":
             raise FetchInterrupted(
