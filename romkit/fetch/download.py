@@ -486,6 +486,17 @@ class _Validator:
     def describe(self) -> str:
         return f"ETag {self.etag}" if self.etag else f"Last-Modified {self.last_modified}"
 
+    def matches(self, other: _Validator | None) -> bool | None:
+        """Same version of the file? By ETag when both have one, else by Last-Modified when
+        both have it; None when the two cannot be compared."""
+        if other is None:
+            return None
+        if self.etag and other.etag:
+            return self.etag == other.etag
+        if self.last_modified and other.last_modified:
+            return self.last_modified == other.last_modified
+        return None
+
 
 @dataclass
 class _State:
@@ -801,14 +812,15 @@ class _Transfer:
                           "file; starting over")
             return []
         before = state.validators.get(self.cand.url)
-        if before is not None and self.validator is not None and before != self.validator:
+        same = before.matches(self.validator) if before is not None else None
+        if before is not None and self.validator is not None and same is False:
             self.rep.warning(f"{self.target.file_name} changed on {self.cand.url} since the "
                              f"partial download ({before.describe()} -> "
                              f"{self.validator.describe()}); starting over")
             return []
         if self.target.sha256:
             return state.ranges  # the final sha256 check catches any mix of versions
-        if before is not None and before == self.validator:
+        if same:
             return state.ranges
         self.rep.info(f"partial {self.part.name} cannot be proven to be the same version "
                       f"of the file as {self.cand.url} serves (no published sha256 and no "
@@ -973,7 +985,7 @@ class _Transfer:
                 raise _MirrorFailed("server answered a different byte range than asked")
             now = _Validator.of(resp)
             if (m.group(3) != "*" and int(m.group(3)) != self.total) or (
-                    now is not None and self.validator is not None and now != self.validator):
+                    now is not None and now.matches(self.validator) is False):
                 raise _Changed(f"{self.target.file_name} changed on {self.cand.url} during "
                                "the download (the server ignored If-Range)")
             for chunk in _iter_body(resp):
