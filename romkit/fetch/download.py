@@ -954,8 +954,7 @@ class _Transfer:
                     return
                 t0 = time.monotonic()
                 before = piece.done
-                self._retrying(lambda p=piece: self._stream_piece(session, p),
-                               progress=lambda p=piece: p.done)
+                self._fetch_piece(session, piece)
                 if self.opts.debug:
                     took = max(1e-6, time.monotonic() - t0)
                     got = piece.done - before
@@ -964,6 +963,18 @@ class _Transfer:
                                   start=piece.start, end=piece.end, seconds=round(took, 3))
         finally:
             session.close()
+
+    def _fetch_piece(self, session: requests.Session, piece: _Piece) -> None:
+        """Stream one piece to its end; a piece that moved forward keeps its retry budget
+        fresh (see `_retrying`)."""
+
+        def attempt() -> None:
+            self._stream_piece(session, piece)
+
+        def progress() -> int:
+            return piece.done
+
+        self._retrying(attempt, progress=progress)
 
     def _stream_piece(self, session: requests.Session, piece: _Piece) -> None:
         if self.stop.is_set():

@@ -231,11 +231,14 @@ class LocalServer:
         """(ETag, Last-Modified) of the current version, as configured to be sent."""
         with self._state.lock:
             version = self._state.versions.get(name)
-        if version is None:  # a file found under `root`
-            st = entry.stat() if isinstance(entry, Path) else None
-            version = ((f'"{st.st_size:x}-{st.st_mtime_ns:x}"', st.st_mtime) if st
-                       else (None, time.time()))
-        etag, when = version
+        etag: str | None
+        if version is not None:
+            etag, when = version
+        elif isinstance(entry, Path):  # a file found under `root`
+            st = entry.stat()
+            etag, when = f'"{st.st_size:x}-{st.st_mtime_ns:x}"', st.st_mtime
+        else:
+            etag, when = None, time.time()
         modified = email.utils.formatdate(when, usegmt=True)
         return (etag if self.validators in ("both", "etag") else None,
                 modified if self.validators in ("both", "last-modified") else None)
