@@ -239,3 +239,23 @@ def test_a_second_prepare_on_the_same_folder_is_refused(pristine: Path, tmp_path
     finally:
         os.close(fd)
     assert not (pristine / ".romkit").exists()
+
+
+def test_dry_run_after_a_crash_changes_nothing_and_says_so(pristine: Path,
+                                                         tmp_path: Path) -> None:
+    pl_file = tmp_path / "preloader_2014.bin"
+    pl_file.write_bytes(preloader_s820(2014))
+    # crash point 8: right after the preloader rename (see the CLI test above)
+    assert forked(lambda: prepare(PrepareRequest(folder=pristine, preloader=pl_file)),
+                  8) == fsutil.CRASH_EXIT
+    after_crash = snapshot(pristine)
+    records = sorted((pristine / ".romkit/prepare").iterdir())
+    manifests = [(r / "manifest.json").read_bytes() for r in records]
+    events: list = []
+    result = prepare(PrepareRequest(folder=pristine, preloader=pl_file, dry_run=True),
+                     on_progress=events.append)
+    assert snapshot(pristine) == after_crash
+    assert [(r / "manifest.json").read_bytes() for r in records] == manifests
+    assert result.plan is not None
+    assert any("interrupted" in w for w in result.plan.warnings)
+    assert any("interrupted" in e.label for e in events if e.kind == "warning")
