@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -215,10 +216,24 @@ def test_ctrl_c_stops_at_once_and_the_next_run_resumes(tmp_path: Path, fixtures_
         assert not (tmp_path / "d").exists()
         saved = sum(e - s for s, e in json.loads(state.read_text())["ranges"])
         assert 100_000 <= saved < len(data)
+        # one line says what is left and the exact command that resumes
+        lines = [ln for ln in err.splitlines() if ln.startswith("interrupted:")]
+        assert len(lines) == 1, err
+        assert f"{saved} of {len(data)} bytes" in lines[0]
+        assert str(state.with_suffix("")) in lines[0]
+        assert "Traceback" not in err and "Aborted" not in err
+        command = lines[0].split("resume with: ", 1)[1]
+        argv = shlex.split(command)
+        assert argv[:3] == ["romkit", "fetch", "S124"]
         assert srv.wait_idle()
         srv.rate = None
         srv.reset_stats()
-        res = fetch(FetchRequest(name="S124", urls=[srv.url(ARCHIVE)], dest=tmp_path / "d"))
+        again = subprocess.run([sys.executable, "-m", "romkit", "--json", *argv[1:]],
+                               capture_output=True, text=True, env=dict(os.environ),
+                               timeout=60)
+        assert again.returncode == 0, again.stderr
         fresh = sum(s.sent for s in srv.served)
     assert fresh == len(data) - saved + 1
-    assert res.sha256 == hashlib.sha256(data).hexdigest()
+    doc = json.loads(again.stdout)
+    assert doc["sha256"] == hashlib.sha256(data).hexdigest()
+    assert doc["dest"] == str(tmp_path / "d")

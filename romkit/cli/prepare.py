@@ -90,7 +90,8 @@ def _render_validation(report: ValidationReport | None) -> None:
 
 def _render_undo(undo: UndoResult) -> None:
     verb = "would restore" if undo.dry_run else "restored"
-    out.line(f"undo of prepare record {undo.record.name} in {undo.folder}:")
+    what = "interrupted prepare" if undo.interrupted else "prepare"
+    out.line(f"undo of {what} record {undo.record.name} in {undo.folder}:")
     for f in undo.files:
         what = {"restored": verb, "removed": "would remove" if undo.dry_run else "removed",
                 "already": "already as before:"}[f.action]
@@ -107,6 +108,10 @@ def _render(result: PrepareResult) -> None:
         _render_undo(result.undo)
         return
     assert result.plan is not None
+    if result.recovered is not None:
+        back = sum(1 for f in result.recovered.files if f.action != "already")
+        out.line(f"rolled back the interrupted prepare of {result.recovered.created} "
+                 f"({back} file(s) put back) before planning again")
     _render_plan(result.plan)
     if result.dry_run:
         if result.plan.steps:
