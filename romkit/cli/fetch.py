@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from romkit.cli.output import JsonOpt, human_size, out, table
-from romkit.errors import UsageError
+from romkit.errors import Interrupted, UsageError
 from romkit.fetch.download import (
     DEFAULT_LOW_SPEED_LIMIT,
     DEFAULT_LOW_SPEED_TIME,
@@ -151,8 +151,6 @@ def register(app: typer.Typer) -> None:
         try:
             result = fetch(request, on_progress=out.progress)
         except FetchInterrupted as exc:
-            out.close_bars()
-            typer.echo(f"interrupted: {exc.left}; resume with: {_resume_command(request)}",
-                       err=True)
-            raise typer.Exit(130) from None
+            raise Interrupted("download stopped", left=exc.left,
+                              resume=_resume_command(request)) from None
         out.result(result.model_dump(mode="json"), lambda: _render(result))
