@@ -1,13 +1,20 @@
 """The virtual phone's USB cable: the master side of a pseudo-terminal.
 
 The host opens the slave path (`/dev/pts/N`) exactly as it would open a real VCOM port, so
-every byte crosses the kernel as on hardware. The slave is put in raw mode once (no echo, no
-CR/LF translation, no signals); pty termios survive the host closing and reopening the port.
+every byte crosses the kernel as on hardware.
 
-The phone does not keep the slave open itself. That way the kernel tells it when the host
-lets go of the port (reads on the master fail with EIO / poll reports POLLHUP), which is
-how a phone notices a host that went away, and the pty — and therefore its path — survives
-until the phone closes the master (an "unplug": the host then sees EOF / an I/O error).
+Listening and the host's presence. While the phone waits for a host to speak (`listen()`,
+at the start of every session and after every re-enumeration) it holds the slave open
+itself: poll() on the master then sleeps until the host's first byte and wakes at once, so
+the first handshake byte is answered within microseconds, as a real boot ROM does (issue 14
+item 11: a 20 ms idle sleep here made clients that read without waiting fall a byte behind).
+`listen()` also puts the slave back in raw mode with the receiver on (CS8|CREAD|CLOCAL,
+115200): settings survive on a pty between sessions, and MediaTek's own bootrom-tool leaves
+CREAD cleared, after which the next client's tcsetattr fails. As soon as the host's first
+byte arrives the phone lets go of the slave, so that from then on the kernel tells it when
+the host lets go of the port (reads on the master fail with EIO), which is how a phone
+notices a host that went away. The pty — and therefore its path — survives until the phone
+closes the master (an "unplug": the host then sees EOF / an I/O error).
 
 Bulk data moves in big chunks with poll(); the master is non-blocking so that a host that
 stops reading can never wedge the phone thread, and `stop()` is honoured within ~50 ms.
@@ -23,9 +30,9 @@ import select
 import termios
 import threading
 import time
-import tty
 
 from romkit.errors import DeviceError, DeviceTimeout, TransportError
+from romkit.trace import TraceWriter
 
 _CHUNK = 1 << 20
 _TICK_MS = 50
@@ -49,20 +56,37 @@ class PhoneStopped(DeviceError):
     default_hint = "start `romkit sim` again"
 
 
+def reset_termios(fd: int) -> None:
+    """Raw 8N1 at 115200 with the receiver on: what a VCOM port looks like when plugged in."""
+    attrs = termios.tcgetattr(fd)
+    attrs[0] = 0  # iflag: no translation, no flow control
+    attrs[1] = 0  # oflag: no post-processing
+    attrs[2] = termios.CS8 | termios.CREAD | termios.CLOCAL  # cflag
+    attrs[3] = 0  # lflag: no echo, no canonical mode, no signals
+    attrs[4] = attrs[5] = termios.B115200
+    attrs[6][termios.VMIN] = 1
+    attrs[6][termios.VTIME] = 0
+    termios.tcsetattr(fd, termios.TCSANOW, attrs)
+
+
 class PtyLink:
     """One pseudo-terminal pair; the phone reads and writes the master side."""
 
-    def __init__(self, stop: threading.Event, rate: int | None = None) -> None:
+    kind = "pty"
+
+    def __init__(self, stop: threading.Event, rate: int | None = None,
+                 trace: TraceWriter | None = None) -> None:
         master, slave = os.openpty()
         try:
-            tty.setraw(slave)
+            reset_termios(slave)
             self.path = os.ttyname(slave)
         except OSError:
             os.close(master)
-            raise
-        finally:
             os.close(slave)
+            raise
         os.set_blocking(master, False)
+        self._slave: int | None = slave  # held while listening (see module doc)
+        self._trace = trace
         self._fd: int | None = master
         self._stop = stop
         self._rate = rate
@@ -76,6 +100,25 @@ class PtyLink:
     @property
     def closed(self) -> bool:
         return self._fd is None
+
+    def listen(self) -> None:
+        """Wait for a (new) host: hold the slave and restore its settings (module doc)."""
+        if self._fd is None:
+            return
+        if self._slave is None:
+            try:
+                self._slave = os.open(self.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+            except OSError:
+                return
+        try:
+            reset_termios(self._slave)
+        except OSError:
+            pass  # the host may be changing them right now; its own settings win
+
+    def _release(self) -> None:
+        slave, self._slave = self._slave, None
+        if slave is not None:
+            os.close(slave)
 
     def _master(self) -> int:
         if self._fd is None:
@@ -120,15 +163,16 @@ class PtyLink:
         except BlockingIOError:
             return
         except OSError as exc:
-            if exc.errno == errno.EIO:
-                # No host has the slave open: wait a little so callers polling for a host do
-                # not spin, then report it.
-                time.sleep(0.02)
+            if exc.errno == errno.EIO:  # no host has the slave open
                 raise HostGone("the host closed the port") from None
             raise HostGone(f"the virtual port failed: {exc.strerror}") from None
         if not chunk:
             raise HostGone("the host closed the port")
+        if self._slave is not None:
+            self._release()  # the host is here: from now on notice when it leaves
         self.bytes_in += len(chunk)
+        if self._trace is not None:
+            self._trace.data(">", chunk)
         self._buf += chunk
 
     def discard_input(self) -> None:
@@ -158,6 +202,8 @@ class PtyLink:
                 raise HostGone(f"the host is gone ({exc.strerror})") from None
             if self._rate is not None:
                 self._next_free = max(time.monotonic(), self._next_free) + sent / self._rate
+            if self._trace is not None:
+                self._trace.data("<", view[off:off + sent])
             off += sent
             self.bytes_out += sent
 
@@ -191,6 +237,7 @@ class PtyLink:
 
     def close(self) -> None:
         """Unplug: the pty disappears and the host sees EOF / an I/O error."""
+        self._release()
         fd, self._fd = self._fd, None
         if fd is not None:
             try:
