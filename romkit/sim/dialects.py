@@ -79,7 +79,7 @@ class Dialect:
 DEFAULT_DIALECT = "evidence"
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (
-    Dialect("evidence", "the best-evidenced reading of every knob (the default)",
+    Dialect("evidence", "the best-evidenced reading of every knob",
             "capture (empty-sixty-five brom-dump), mtkclient dalegacy_lib.py, "
             "shared reference mtk-protocol.md §4"),
     Dialect("mtkclient", "what mtkclient's legacy-DA host code expects, EMI table read as sent",
