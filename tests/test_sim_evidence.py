@@ -474,3 +474,38 @@ def test_trace_records_the_phone_side(tmp_path: Path) -> None:
     assert sent.startswith(b"\xa0\x0a\x50\x05\xfd"[:4])
     assert got.startswith(b"\x5f\xf5\xaf\xfa")
     assert bytes([0xD9]) in sent and got.count(b"\xc0") >= 1
+
+
+# -- independence ------------------------------------------------------------------------------
+ALLOWED = {"romkit", "romkit.device.protocol", "romkit.bytesum", "romkit.trace",
+           "romkit.virtualports", "romkit.fsutil", "romkit.errors", "romkit.paths",
+           "romkit.progress"}
+
+
+def test_the_phone_imports_nothing_of_the_host() -> None:
+    """The sim (and its CLI) may use only the neutral modules (COMMON.md, issue 14)."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "romkit"
+    files = [*sorted((root / "sim").glob("*.py")), root / "cli" / "sim.py"]
+    bad = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module in ("romkit", "romkit.device"):  # from romkit import paths
+                    names = [f"{node.module}.{a.name}" for a in node.names]
+                else:
+                    names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                if not name.startswith("romkit") or name.startswith("romkit.sim"):
+                    continue
+                if name in ALLOWED or name == "romkit.__version__":
+                    continue
+                if path.name == "sim.py" and path.parent.name == "cli" and \
+                        name.startswith("romkit.cli"):
+                    continue
+                bad.append(f"{path.name}: {name}")
+    assert bad == []
