@@ -509,3 +509,43 @@ def test_the_phone_imports_nothing_of_the_host() -> None:
                     continue
                 bad.append(f"{path.name}: {name}")
     assert bad == []
+
+
+def test_cli_json_reports_every_port_and_dialect_list(tmp_path: Path) -> None:
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    listed = subprocess.run([sys.executable, "-m", "romkit", "sim", "--dialect", "list",
+                             "--json"], capture_output=True, text=True, timeout=60)
+    doc = json.loads(listed.stdout)
+    assert doc["default"] == "evidence"
+    assert [d["name"] for d in doc["dialects"]] == list(DIALECTS)
+    proc = subprocess.Popen([sys.executable, "-m", "romkit", "sim", "--json", "--state",
+                             str(tmp_path / "s")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        first = json.loads(proc.stdout.readline())
+        assert (first["event"], first["generation"], first["usb_pid"]) == ("port", 0, "0x0003")
+        assert first["dialect"] == "evidence" and first["boot"] == "brom"
+        host = Host(first["port"])
+        host.full_setup(emi_table(2013), first["phone_id"])  # follows the re-enumeration
+        second = json.loads(proc.stdout.readline())
+        assert (second["event"], second["generation"], second["usb_pid"]) == ("port", 1,
+                                                                             "0x2001")
+        assert second["port"] == host.s.port != first["port"]
+        host.finish()
+        host.close()
+        # The session's end and the rebooted phone's new port, in either order.
+        pair = [json.loads(proc.stdout.readline()) for _ in range(2)]
+        session = next(x for x in pair if x["event"] == "session")
+        third = next(x for x in pair if x["event"] == "port")
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert session["event"] == "session" and session["outcome"] == "finish"
+    assert session["ports"] == [first["port"], second["port"]]
+    assert (third["event"], third["generation"], third["usb_pid"]) == ("port", 2, "0x0003")
