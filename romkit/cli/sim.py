@@ -1,4 +1,4 @@
-"""`romkit sim`: plug in a virtual Lenovo S820 (MT6589) on a pseudo-terminal.
+"""`romkit sim`: plug in a virtual Lenovo S820 (MT6589) on a pseudo-terminal or a TCP port.
 
 Lets users rehearse a flash, and tests drive the real engine, without risking a phone.
 """
@@ -17,6 +17,7 @@ from romkit.cli.output import JsonOpt, human_size, out
 from romkit.errors import UsageError
 from romkit.sim.dialects import DEFAULT_DIALECT, listing, resolve
 from romkit.sim.faults import FaultPlan
+from romkit.sim.link import DEFAULT_LINK, parse_link
 from romkit.sim.phone import DEFAULT_BOOT, VirtualPhone, default_state_dir, serve, state_action
 from romkit.sim.session import SessionLog, parse_memory_id
 
@@ -30,6 +31,7 @@ class SimOptions(BaseModel):
     state: Path | None = None
     boot: Literal["brom", "preloader"] = DEFAULT_BOOT
     dialect: str = DEFAULT_DIALECT
+    link: str = DEFAULT_LINK
     trace: Path | None = None
     faults: list[str] = []
     once: bool = False
@@ -62,6 +64,10 @@ def sim_command(
     dialect: str = typer.Option(DEFAULT_DIALECT, "--dialect", metavar="NAME[,KNOB=VALUE]",
                                 help="Reading of the contested protocol points; "
                                      "`--dialect list` shows them."),
+    link: str = typer.Option(DEFAULT_LINK, "--link", metavar="pty|tcp[:HOST:PORT]",
+                             help="The cable: a pseudo-terminal, or a TCP port that pyserial "
+                                  "opens as socket://HOST:PORT (default port: chosen by the "
+                                  "system)."),
     trace: Path | None = typer.Option(None, "--trace", metavar="FILE",
                                       help="Record every byte both ways (romkit trace format, "
                                            "side=phone; .gz compresses)."),
@@ -75,7 +81,7 @@ def sim_command(
                                  help="Validate the options and say what would happen."),
     json_: JsonOpt = False,
 ) -> None:
-    """Plug in a virtual S820 in download mode on a pseudo-terminal (Ctrl-C to unplug)."""
+    """Plug in a virtual S820 in download mode on a pty or TCP port (Ctrl-C to unplug)."""
     out.use_json(json_)
     if dialect.strip().lower() == "list":
         _list_dialects()
@@ -83,7 +89,7 @@ def sim_command(
     try:
         opts = SimOptions.model_validate({
             "year": year, "memory_id": memory_id, "storage": storage.upper(), "state": state,
-            "boot": boot.lower(), "dialect": dialect, "trace": trace, "faults": fault,
+            "boot": boot.lower(), "dialect": dialect, "link": link, "trace": trace, "faults": fault,
             "once": once, "reset": reset, "dry_run": dry_run})
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -92,12 +98,15 @@ def sim_command(
                          hint="see `romkit sim --help` for the accepted values") from None
     plan = FaultPlan.parse(opts.faults)
     chosen = resolve(opts.dialect)
+    link_kind, link_host, link_port = parse_link(opts.link)
     state_dir = opts.state or default_state_dir(opts.storage)
 
     if opts.dry_run:
         cid = parse_memory_id(opts.memory_id, opts.year)
         payload = {"dry_run": True, "state_dir": str(state_dir), "memory_id": cid.hex(),
                    "storage": opts.storage, "boot": opts.boot, "dialect": chosen.name,
+                   "link": link_kind if link_kind == "pty" else
+                   f"tcp:{link_host}:{link_port or 'auto'}",
                    "knobs": chosen.knobs(), "faults": plan.describe(),
                    "state": state_action(state_dir, opts.storage, opts.reset)}
         out.result(payload, lambda: out.line(
@@ -129,7 +138,8 @@ def sim_command(
 
     phone = VirtualPhone(state_dir, year=opts.year, memory_id=opts.memory_id,
                          storage=opts.storage, boot=opts.boot, faults=plan, once=opts.once,
-                         reset=opts.reset, on_port=on_port, dialect=chosen, trace=opts.trace)
+                         reset=opts.reset, on_port=on_port, dialect=chosen, trace=opts.trace,
+                         link=opts.link)
     if not out.json:
         typer.echo(f"memory part: {phone.memory_label} (ID {phone.config.cid.hex()}); "
                    f"eMMC {opts.storage}; state in {state_dir}")

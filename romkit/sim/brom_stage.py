@@ -21,7 +21,7 @@ from romkit import bytesum
 from romkit.device import protocol as p
 from romkit.errors import DeviceError
 from romkit.sim.known_da import recognise_da
-from romkit.sim.pty_link import HostGone, LinkTimeout
+from romkit.sim.link import HostGone, LinkTimeout
 from romkit.sim.session import PhoneConfig, Wire
 
 SIM_BROM_VERSION = 0x05

@@ -21,7 +21,7 @@ from romkit.device import protocol as p
 from romkit.errors import TransportError
 from romkit.sim.factory import pmt_location
 from romkit.sim.faults import FaultTracker
-from romkit.sim.pty_link import LinkTimeout
+from romkit.sim.link import LinkTimeout
 from romkit.sim.session import EmiResult, HostViolation, PhoneConfig, TransferRecord, Wire
 from romkit.sim.storage import EmmcStorage
 

@@ -43,7 +43,7 @@ from romkit.sim.da_stage import DaStage, DisconnectFault
 from romkit.sim.dialects import Dialect, resolve
 from romkit.sim.factory import factory_contents
 from romkit.sim.faults import FaultPlan, FaultTracker
-from romkit.sim.pty_link import HostGone, PhoneStopped, PtyLink
+from romkit.sim.link import HostGone, Link, PhoneStopped, open_link, parse_link
 from romkit.sim.session import HostViolation, PhoneConfig, SessionLog, Wire, parse_memory_id
 from romkit.sim.storage import EmmcStorage, part_sizes
 from romkit.trace import TraceWriter
@@ -70,7 +70,8 @@ class VirtualPhone:
                  boot: str = DEFAULT_BOOT, faults: FaultPlan | None = None, once: bool = False,
                  dialect: str | Dialect | None = None, packet_timeout: float = 0.5,
                  reset: bool = False, on_port: Callable[[str], None] | None = None,
-                 trace: Path | str | None = None, phone_id: str | None = None) -> None:
+                 trace: Path | str | None = None, phone_id: str | None = None,
+                 link: str | None = None) -> None:
         if year not in s820.PARTS_BY_YEAR:
             years = " or ".join(map(str, s820.PARTS_BY_YEAR))
             raise UsageError(f"the virtual S820 is built in {years}, not {year}",
@@ -78,6 +79,7 @@ class VirtualPhone:
         if boot not in BOOT_MODES:
             raise UsageError(f"unknown boot mode {boot!r}", hint="use brom or preloader")
         part_sizes(storage)  # validates the variant
+        self.link_spec = parse_link(link)
         self.config = PhoneConfig(cid=parse_memory_id(memory_id, year), year=year,
                                   storage=storage, boot=boot,  # type: ignore[arg-type]
                                   dialect=resolve(dialect), packet_timeout=packet_timeout)
@@ -98,7 +100,7 @@ class VirtualPhone:
         self._stop = threading.Event()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._link: PtyLink | None = None
+        self._link: Link | None = None
         self._returned = 0
         self._prepare_state(reset)
 
@@ -144,6 +146,7 @@ class VirtualPhone:
             "storage": self.config.storage,
             "user_size": self.storage.sizes[p.PART_USER],
             "boot": self.config.boot,
+            "link": self.link_spec[0],
             "dialect": self.config.dialect.name,
             "knobs": self.config.dialect.knobs(),
             "phone_id": self.phone_id,
@@ -176,11 +179,16 @@ class VirtualPhone:
         self._thread.start()
         return port
 
-    def _open_link(self, pid: int) -> PtyLink:
+    def _open_link(self, pid: int) -> Link:
         """Enumerate: a new port with USB PID `pid`, announced as the next generation."""
         try:
-            link = PtyLink(self._stop, self.faults.plan.rate, self._trace)
+            link = open_link(self.link_spec, self._stop, self.faults.plan.rate, self._trace,
+                             first=self.generation < 0)
         except OSError as exc:
+            if self.link_spec[0] == "tcp":
+                raise UsageError(f"cannot listen on {self.link_spec[1]}:{self.link_spec[2]}: "
+                                 f"{exc.strerror}", hint="use another port, or --link tcp "
+                                 "to let the system choose one") from exc
             raise StorageError(f"cannot open a pseudo-terminal: {exc.strerror}",
                                hint="the system may be out of ptys; close other sessions"
                                ) from exc
@@ -204,7 +212,7 @@ class VirtualPhone:
             if self._trace is not None:
                 self._trace.event(f"close {link.path} ({why})")
 
-    def _reenumerate(self, pid: int) -> PtyLink:
+    def _reenumerate(self, pid: int) -> Link:
         """The USB controller re-enumerates: the old port goes, a new one comes (listening)."""
         self._close_link("re-enumeration")
         link = self._open_link(pid)
@@ -290,7 +298,7 @@ class VirtualPhone:
             with self._cond:
                 self._cond.notify_all()
 
-    def _session(self, link: PtyLink, log: SessionLog) -> tuple[str, bool]:
+    def _session(self, link: Link, log: SessionLog) -> tuple[str, bool]:
         """Run one session; returns (outcome, whether to unplug the pty)."""
         wire = Wire(link, log, self._reenumerate)
         try:

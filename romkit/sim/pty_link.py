@@ -17,7 +17,8 @@ notices a host that went away. The pty — and therefore its path — survives u
 closes the master (an "unplug": the host then sees EOF / an I/O error).
 
 Bulk data moves in big chunks with poll(); the master is non-blocking so that a host that
-stops reading can never wedge the phone thread, and `stop()` is honoured within ~50 ms.
+stops reading can never wedge the phone thread, and `stop()` is honoured within ~50 ms
+(the shared behaviour lives in romkit/sim/link.py).
 """
 
 from __future__ import annotations
@@ -31,29 +32,10 @@ import termios
 import threading
 import time
 
-from romkit.errors import DeviceError, DeviceTimeout, TransportError
+from romkit.sim.link import CHUNK, TICK_MS, HostGone, Link, LinkTimeout, PhoneStopped
 from romkit.trace import TraceWriter
 
-_CHUNK = 1 << 20
-_TICK_MS = 50
-
-
-class HostGone(TransportError):
-    """The host closed its side of the port (or never opened it yet)."""
-
-    default_hint = "open the port printed by `romkit sim` and start again"
-
-
-class LinkTimeout(DeviceTimeout):
-    """The host sent nothing within the time the phone allows for this step."""
-
-    default_hint = "the host stopped sending in the middle of a transfer"
-
-
-class PhoneStopped(DeviceError):
-    """The virtual phone was asked to stop (unplugged by the user)."""
-
-    default_hint = "start `romkit sim` again"
+__all__ = ["HostGone", "LinkTimeout", "PhoneStopped", "PtyLink", "reset_termios"]
 
 
 def reset_termios(fd: int) -> None:
@@ -69,13 +51,14 @@ def reset_termios(fd: int) -> None:
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
 
 
-class PtyLink:
+class PtyLink(Link):
     """One pseudo-terminal pair; the phone reads and writes the master side."""
 
     kind = "pty"
 
     def __init__(self, stop: threading.Event, rate: int | None = None,
                  trace: TraceWriter | None = None) -> None:
+        super().__init__(stop, rate, trace)
         master, slave = os.openpty()
         try:
             reset_termios(slave)
@@ -86,16 +69,9 @@ class PtyLink:
             raise
         os.set_blocking(master, False)
         self._slave: int | None = slave  # held while listening (see module doc)
-        self._trace = trace
         self._fd: int | None = master
-        self._stop = stop
-        self._rate = rate
-        self._next_free = 0.0
-        self._buf = bytearray()
         self._poll = select.poll()
         self._poll.register(master, select.POLLIN)
-        self.bytes_in = 0
-        self.bytes_out = 0
 
     @property
     def closed(self) -> bool:
@@ -125,43 +101,14 @@ class PtyLink:
             raise HostGone("the virtual port is closed")
         return self._fd
 
-    # -- reading -----------------------------------------------------------------------------
-    def read(self, n: int, timeout: float | None = None) -> bytes:
-        """Exactly `n` bytes from the host; waits forever unless `timeout` is given."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while len(self._buf) < n:
-            self._fill(deadline)
-        data = bytes(self._buf[:n])
-        del self._buf[:n]
-        return data
-
-    def read_byte(self, timeout: float | None = None) -> int:
-        return self.read(1, timeout)[0]
-
-    def pending(self) -> int:
-        """Bytes already received and not yet consumed."""
-        return len(self._buf)
-
-    def check_stop(self) -> None:
-        """Raise `PhoneStopped` if the phone was asked to stop."""
-        if self._stop.is_set():
-            raise PhoneStopped("the virtual phone was stopped")
-
-    def _fill(self, deadline: float | None) -> None:
-        self.check_stop()
+    def _receive(self, wait_ms: int) -> bytes | None:
         fd = self._master()
-        wait = _TICK_MS
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise LinkTimeout("the host sent nothing in time")
-            wait = max(1, min(wait, int(left * 1000) + 1))
-        if not self._poll.poll(wait):
-            return
+        if not self._poll.poll(wait_ms):
+            return None
         try:
-            chunk = os.read(fd, _CHUNK)
+            chunk = os.read(fd, CHUNK)
         except BlockingIOError:
-            return
+            return None
         except OSError as exc:
             if exc.errno == errno.EIO:  # no host has the slave open
                 raise HostGone("the host closed the port") from None
@@ -170,42 +117,17 @@ class PtyLink:
             raise HostGone("the host closed the port")
         if self._slave is not None:
             self._release()  # the host is here: from now on notice when it leaves
-        self.bytes_in += len(chunk)
-        if self._trace is not None:
-            self._trace.data(">", chunk)
-        self._buf += chunk
+        return chunk
 
-    def discard_input(self) -> None:
-        self._buf.clear()
-
-    # -- writing -----------------------------------------------------------------------------
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Send everything, paced by the `rate` fault if one is set."""
-        view = memoryview(data).cast("B")
-        step = _CHUNK if self._rate is None else max(64, min(_CHUNK, self._rate // 50))
-        off = 0
-        while off < len(view):
-            if self._stop.is_set():
-                raise PhoneStopped("the virtual phone was stopped")
-            fd = self._master()
-            if self._rate is not None:
-                now = time.monotonic()
-                if self._next_free > now:
-                    time.sleep(min(self._next_free - now, _TICK_MS / 1000))
-                    continue
-            try:
-                sent = os.write(fd, view[off:off + step])
-            except BlockingIOError:
-                select.select([], [fd], [], _TICK_MS / 1000)
-                continue
-            except OSError as exc:
-                raise HostGone(f"the host is gone ({exc.strerror})") from None
-            if self._rate is not None:
-                self._next_free = max(time.monotonic(), self._next_free) + sent / self._rate
-            if self._trace is not None:
-                self._trace.data("<", view[off:off + sent])
-            off += sent
-            self.bytes_out += sent
+    def _send(self, data: memoryview) -> int | None:
+        fd = self._master()
+        try:
+            return os.write(fd, data)
+        except BlockingIOError:
+            select.select([], [fd], [], TICK_MS / 1000)
+            return None
+        except OSError as exc:
+            raise HostGone(f"the host is gone ({exc.strerror})") from None
 
     def drain(self, timeout: float) -> None:
         """Wait (up to `timeout`) until the host has read everything the phone sent.
@@ -218,7 +140,8 @@ class PtyLink:
         # What the phone wrote reaches the slave's queue through the kernel's flip-buffer
         # worker, so give it a moment before trusting an empty queue.
         time.sleep(0.02)
-        if any(ev & select.POLLHUP for _fd, ev in self._poll.poll(0)):
+        if self._slave is None and any(ev & select.POLLHUP
+                                       for _fd, ev in self._poll.poll(0)):
             return  # the host already let go of the port
         try:
             slave = os.open(self.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)

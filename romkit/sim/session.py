@@ -17,7 +17,7 @@ from romkit.device import protocol as p
 from romkit.errors import ProtocolError, UsageError
 from romkit.sim import s820
 from romkit.sim.dialects import DEFAULT_DIALECT, DIALECTS, Dialect
-from romkit.sim.pty_link import PtyLink
+from romkit.sim.link import Link
 
 Boot = Literal["brom", "preloader"]
 CID_LEN = 16
@@ -133,8 +133,8 @@ class Wire:
     a new one with that USB PID and returns the new link, which the wire uses from then on.
     """
 
-    def __init__(self, link: PtyLink, log: SessionLog,
-                 reenumerate: Callable[[int], PtyLink] | None = None) -> None:
+    def __init__(self, link: Link, log: SessionLog,
+                 reenumerate: Callable[[int], Link] | None = None) -> None:
         self.link = link
         self.log = log
         self._reenumerate = reenumerate
