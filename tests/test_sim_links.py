@@ -133,3 +133,25 @@ def test_fixed_tcp_port_then_a_new_one_on_re_enumeration(tmp_path: Path) -> None
 def test_bad_link_specs_are_usage_errors(spec: str) -> None:
     with pytest.raises(UsageError):
         parse_link(spec)
+
+
+def test_cli_link_tcp_json(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "romkit", "sim", "--link", "tcp", "--once",
+                             "--json", "--state", str(tmp_path / "s")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        info = json.loads(proc.stdout.readline())
+        assert info["link"] == "tcp" and info["port"].startswith("socket://127.0.0.1:")
+        assert virtualports.find(info["phone_id"]).port == info["port"]
+        host = Host(info["port"])
+        host.handshake()
+        host.close()
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
