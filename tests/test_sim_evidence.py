@@ -432,11 +432,11 @@ def test_termios_reset_after_a_client_that_cleared_cread(tmp_path: Path) -> None
         fd = os.open(phone.port, os.O_RDWR | os.O_NOCTTY)
         attrs = termios.tcgetattr(fd)
         attrs[2] &= ~termios.CREAD  # what MediaTek's bootrom-tool leaves behind
-        attrs[3] |= termios.ECHO  # and another client's leftovers
+        attrs[3] |= termios.ISIG  # and another client's leftovers
         termios.tcsetattr(fd, termios.TCSANOW, attrs)
-        for b in (0xA0, 0x0A, 0x50, 0x05):
+        for b in (0xA0, 0x0A, 0x50, 0x05):  # the phone hears these whatever the slave does
             os.write(fd, bytes([b]))
-            if select.select([fd], [], [], 1)[0]:
+            if select.select([fd], [], [], 0.2)[0]:
                 os.read(fd, 16)
         os.close(fd)
         assert phone.wait_finished(5).outcome == "host-closed"
@@ -445,7 +445,7 @@ def test_termios_reset_after_a_client_that_cleared_cread(tmp_path: Path) -> None
         try:
             attrs = termios.tcgetattr(fd)
             assert attrs[2] & termios.CREAD
-            assert not attrs[3] & (termios.ICANON | termios.ECHO)
+            assert not attrs[3] & (termios.ICANON | termios.ECHO | termios.ISIG)
             assert attrs[2] & termios.CSIZE == termios.CS8
         finally:
             os.close(fd)
