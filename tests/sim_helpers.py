@@ -83,11 +83,12 @@ class Host:
     """Blocking host over pyserial, with assertions on every fixed byte."""
 
     def __init__(self, port: str, timeout: float = 5.0, *, write_end_ack: bool = False,
-                 format_acks: int = 2) -> None:
+                 format_acks: int = 2, info_cid_words: bool = True) -> None:
         self.s = serial.serial_for_url(port, timeout=timeout)
         self.timeout = timeout
         self.write_end_ack = write_end_ack
         self.format_acks = format_acks
+        self.info_cid_words = info_cid_words  # DRAM flash ID / flash-info CID as LE words
         self.cid_wire = b""
 
     def reopen(self, port: str) -> None:
@@ -176,7 +177,7 @@ class Host:
     def dram(self, emi: bytes, version: int = 10) -> dict[str, int | bytes]:
         """The DRAM step; returns what the DA reported. Stops early on an A5."""
         assert self.u32() == 16
-        flash_id = cid_from_words(self.r(16))
+        flash_id = self._info_cid(self.r(16))
         assert self.u32() == 0x0BC4
         self.r(2 * self.u16())
         self.w(0xE8)
@@ -206,6 +207,9 @@ class Host:
         self.w(ACK)
         assert self.byte() == ACK
 
+    def _info_cid(self, wire: bytes) -> bytes:
+        return cid_from_words(wire) if self.info_cid_words else wire
+
     def flash_info(self) -> dict[str, int | bytes]:
         """NOR, NAND, eMMC, SD, RAM, pass info (mtkclient dalegacy_flash_param.py layout)."""
         self.r(0x1C)
@@ -222,7 +226,7 @@ class Host:
         passinfo = self.r(0x0A)
         assert passinfo[0] == ACK and passinfo[-1] == 0xC1
         return {"ret": ret, "boot1": boot1, "boot2": boot2, "rpmb": rpmb,
-                "gp": g1 + g2 + g3 + g4, "user": user, "cid": cid_from_words(emmc[0x44:0x54]),
+                "gp": g1 + g2 + g3 + g4, "user": user, "cid": self._info_cid(emmc[0x44:0x54]),
                 "nand_status": struct.unpack_from(">I", nand)[0], "nand_count": nand_count,
                 "nand_ids": nand_ids, "sram_ret": sram_ret, "sram_size": sram_size,
                 "ext_ram_ret": ext_ret, "ram_type": ram_type, "ram_size": ram_size,

@@ -150,6 +150,23 @@ def test_captured_cid_flows_as_le_words_everywhere(tmp_path: Path) -> None:
         host.close()
 
 
+def test_info_cid_natural_order(tmp_path: Path) -> None:
+    """Dialect knob info_cid=natural: the storage report keeps the capture's words, the DRAM
+    flash ID and the eMMC flash info carry the CID in JEDEC byte order."""
+    cid = s820.CAPTURED_CID
+    with VirtualPhone(tmp_path / "s", memory_id="capture", dialect="evidence,info_cid=natural",
+                      once=True) as phone:
+        host = Host(phone.port, info_cid_words=False)
+        host.to_da()
+        assert host.storage_report() == cid and host.cid_wire == CAPTURED_WIRE
+        assert host.send_config() == 0x0BC3
+        dram = host.dram(emi_table(2013) + bytes.fromhex("0100000002000000") + bytes(0xB0))
+        assert dram["flash_id"] == cid
+        host.stage2(b"\x00" * 0x1000)
+        assert host.flash_info()["cid"] == cid
+        host.close()
+
+
 @pytest.mark.parametrize("part", [s820.PART_2013, s820.PART_2014])
 def test_memory_parts_have_valid_jedec_crc7(part: s820.MemoryPart) -> None:
     """CRC7 over the first 15 bytes, computed here independently (poly 0x09, MSB first)."""
@@ -234,7 +251,8 @@ def test_write_length(tmp_path: Path, dialect: str, accepted: bool) -> None:
 @pytest.mark.parametrize(("dialect", "acks"), [("evidence", 2), ("romkit-v1", 1)])
 def test_format_acks(tmp_path: Path, dialect: str, acks: int) -> None:
     phone, host = _setup(tmp_path, dialect, format_acks=acks,
-                         write_end_ack=resolve(dialect).write_end == "ack")
+                         write_end_ack=resolve(dialect).write_end == "ack",
+                         info_cid_words=resolve(dialect).info_cid == "le-words")
     percents = host.format(0x200000, 10 * MiB)
     assert percents[-1] == 100 and len(percents) == 10
     assert _quiet(host)
@@ -349,7 +367,7 @@ def test_usb_speed_switch_re_enumerates_on_a_new_pty(tmp_path: Path) -> None:
 def test_every_dialect_runs_a_full_session(tmp_path: Path, name: str) -> None:
     d = DIALECTS[name]
     phone, host = _setup(tmp_path, name, write_end_ack=d.write_end == "ack",
-                         format_acks=d.format_acks)
+                         format_acks=d.format_acks, info_cid_words=d.info_cid == "le-words")
     data = bytes(range(256)) * 16
     assert host.write(USER, 0x400000, data) == [CONT]
     assert host.read(0x400000, len(data)) == data

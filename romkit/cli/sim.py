@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from romkit.cli.output import JsonOpt, human_size, out
 from romkit.errors import UsageError
-from romkit.sim.dialects import DEFAULT_DIALECT, listing, resolve
+from romkit.sim.dialects import DEFAULT_DIALECT, KNOB_VALUES, listing, resolve
 from romkit.sim.faults import FaultPlan
 from romkit.sim.link import DEFAULT_LINK, parse_link
 from romkit.sim.phone import DEFAULT_BOOT, VirtualPhone, default_state_dir, serve, state_action
@@ -159,8 +159,7 @@ def _list_dialects() -> None:
     for row in rows:
         mark = " (default)" if row["default"] else ""
         typer.echo(f"{row['name']}{mark}: {row['description']} [source: {row['source']}]")
-        knobs = " ".join(f"{k}={row[k]}" for k in ("write_end", "write_length", "format_acks",
-                                                    "emi_upload", "usb_speed"))
+        knobs = " ".join(f"{k}={row[k]}" for k in KNOB_VALUES)
         typer.echo(f"    {knobs}")
 
 

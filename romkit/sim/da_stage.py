@@ -128,7 +128,7 @@ class DaStage:
     def _dram(self) -> bool:
         w = self.w
         w.u32(len(self.cfg.cid))
-        w.send(cid_words_le(self.cfg.cid))
+        w.send(self._info_cid())
         w.send(struct.pack(">IH", p.DRAM_NAND_IDS, NAND_IDS) + bytes(2 * NAND_IDS))
         op = w.read_byte()
         if op != p.DA_ENABLE_DRAM:
@@ -163,6 +163,12 @@ class DaStage:
         w.byte(0)  # chip select
         w.send(struct.pack(">Q", self.cfg.ram_size if self.dram_up else 0))
         return self.dram_up
+
+    def _info_cid(self) -> bytes:
+        """The CID for the DRAM step and flash info, as the dialect's `info_cid` says."""
+        if self.dialect.info_cid == "natural":
+            return self.cfg.cid
+        return cid_words_le(self.cfg.cid)
 
     def _emi_blob(self) -> bytes:
         """The EMI table as the dialect reads it: the announced length, or what was sent."""
@@ -207,7 +213,7 @@ class DaStage:
         nand = (struct.pack(">IBHQH", S_DA_NAND_FLASH_NOT_FOUND, 0, 0, 0, NAND_IDS)
                 + bytes(2 * NAND_IDS) + bytes(9))
         emmc = struct.pack(">IQQQQQQQQ", 0, s[p.PART_BOOT1], s[p.PART_BOOT2], s[p.PART_RPMB],
-                           0, 0, 0, 0, s[p.PART_USER]) + cid_words_le(self.cfg.cid) + b"SIMFW001"
+                           0, 0, 0, 0, s[p.PART_USER]) + self._info_cid() + b"SIMFW001"
         sdc = struct.pack(">I", S_DA_SDMMC_FLASH_NOT_FOUND).ljust(p.INFO_SDC_LEN, b"\0")
         # RAM (Legacy_ConfigInfo): int_sram_ret, int_sram_size, ext_ram_ret, type, chip
         # select, u64 size, 16-byte random id = 0x26 bytes.

@@ -30,6 +30,12 @@ Knobs (the value first named is the default's):
   `70 01` and waits for the phone to come back (dalegacy_lib.py upload_da1), and the shared
   reference §1 lists 0E8D:2001 as the DA's VCOM after a speed switch. high / same port: our
   readings (romkit's first one was `high`).
+- `info_cid`: the CID in the DRAM step's flash ID and in the eMMC flash-info block travels as
+  four little-endian u32 words like the storage report (`le-words`), or in JEDEC byte order
+  (`natural`). le-words: the capture shows the storage report so (empty-sixty-five
+  brom-dump-002.png frame 877) and the DA keeps the CID as words; mtkclient searches its
+  preloaders for the flash ID both raw and word-swapped, so these two places are not proven.
+  natural: romkit's first reading. The storage report itself always follows the capture.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ WriteEnd = Literal["none", "ack"]
 WriteLength = Literal["sector", "any"]
 EmiUpload = Literal["announced", "as-sent"]
 UsbSpeed = Literal["full-reenumerate", "full-same-port", "high"]
+InfoCid = Literal["le-words", "natural"]
 
 KNOB_VALUES: dict[str, tuple[object, ...]] = {
     "write_end": ("none", "ack"),
@@ -50,6 +57,7 @@ KNOB_VALUES: dict[str, tuple[object, ...]] = {
     "format_acks": (2, 1),
     "emi_upload": ("announced", "as-sent"),
     "usb_speed": ("full-reenumerate", "full-same-port", "high"),
+    "info_cid": ("le-words", "natural"),
 }
 
 
@@ -65,6 +73,7 @@ class Dialect:
     format_acks: Literal[1, 2] = 2
     emi_upload: EmiUpload = "announced"
     usb_speed: UsbSpeed = "full-reenumerate"
+    info_cid: InfoCid = "le-words"
 
     def knobs(self) -> dict[str, object]:
         """Knob name → value (no name / description / source)."""
@@ -86,8 +95,10 @@ DIALECTS: dict[str, Dialect] = {d.name: d for d in (
             "bkerler/mtkclient mtkclient/Library/DA/legacy/dalegacy_lib.py",
             emi_upload="as-sent"),
     Dialect("romkit-v1", "romkit's first reading (final write ACK, one format ACK, any "
-            "length, high speed)", "docs/PROTOCOL.md before issue 14 (our reading)",
-            write_end="ack", write_length="any", format_acks=1, usb_speed="high"),
+            "length, high speed, CID in byte order after the storage report)",
+            "docs/PROTOCOL.md before issue 14 (our reading)",
+            write_end="ack", write_length="any", format_acks=1, usb_speed="high",
+            info_cid="natural"),
     Dialect("same-port", "evidence, but the speed switch keeps the port (no re-enumeration)",
             "our reading of mtk-protocol.md §4 step 8", usb_speed="full-same-port"),
     Dialect("lenient", "takes any write length and the EMI table as sent, reports high speed",
