@@ -1,8 +1,10 @@
-"""`VirtualPhone`: a Lenovo S820-like MT6589 in download mode, on a real pseudo-terminal.
+"""`VirtualPhone`: a Lenovo S820-like MT6589 in download mode, on a pty or a TCP port.
 
 One thread plays the phone: it waits for the BROM handshake, serves the BROM commands, runs
 the DA the host uploaded, and keeps its eMMC in sparse files in a state folder. Tests and the
-demo talk to it through the pty path exactly as they would talk to hardware.
+demo talk to it through its port (a real pseudo-terminal, or `socket://127.0.0.1:N` with
+`link="tcp"`; romkit/sim/link.py) exactly as they would talk to hardware. Where the public
+evidence is contested the phone follows its dialect (romkit/sim/dialects.py).
 
 Sessions and the port follow the real USB life cycle (docs/SIM.md):
 - Every port the phone appears on is announced in romkit/virtualports.py with a stable
@@ -167,7 +169,7 @@ class VirtualPhone:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> str:
-        """Plug the phone in: open the pty, start the phone thread, return the port path."""
+        """Plug the phone in: open its port, start the phone thread, return the port."""
         if self._thread is not None:
             raise UsageError("this virtual phone is already started",
                              hint="create a new VirtualPhone for a second run")
@@ -220,7 +222,7 @@ class VirtualPhone:
         return link
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Unplug: end the session, close the pty, release the storage files."""
+        """Unplug: end the session, close the port, withdraw it, release the storage files."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
