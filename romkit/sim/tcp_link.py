@@ -15,16 +15,23 @@ romkit's engine opens any port. The link behaves like the pty where the engine c
 
 from __future__ import annotations
 
+import array
 import select
 import socket
-import termios
+import sys
 import threading
 import time
 
 from romkit.sim.link import CHUNK, TICK_MS, HostGone, Link
 from romkit.trace import TraceWriter
 
-_TIOCOUTQ = getattr(termios, "TIOCOUTQ", None)  # unacknowledged bytes (Linux, macOS)
+if sys.platform != "win32":  # unacknowledged bytes in the send queue (Linux, macOS)
+    import fcntl
+    import termios
+
+    _TIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
+else:
+    _TIOCOUTQ = None
 
 
 class TcpLink(Link):
@@ -114,9 +121,6 @@ class TcpLink(Link):
             return
         deadline = time.monotonic() + timeout
         if _TIOCOUTQ is not None:
-            import array
-            import fcntl
-
             queued = array.array("i", [0])
             while time.monotonic() < deadline and not self._stop.is_set():
                 try:
