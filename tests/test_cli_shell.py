@@ -192,12 +192,15 @@ def test_ctrl_c_prints_one_interrupted_line(json_flag: list[str]) -> None:
             conn.close()
     assert proc.returncode == 130, err
     lines = err.splitlines()
-    assert [ln for ln in lines if ln.startswith("interrupted:")] == lines[-1:], err
+    # the last lines: one `interrupted:` line, then the resume command as the hint
+    assert [ln for ln in lines if ln.startswith("interrupted:")] == lines[-2:-1], err
+    assert lines[-1].startswith("hint: resume with: romkit fetch S124"), err
     assert "Traceback" not in err
     if json_flag:
         doc = json.loads(out)
         assert doc["error"] == "Interrupted" and doc["exit_code"] == 130
-        assert lines[-1] == f"interrupted: {doc['message']}"
+        assert lines[-2].startswith(f"interrupted: {doc['message']}")
+        assert doc["hint"] == lines[-1].removeprefix("hint: ")
     else:
         assert out == ""
 
@@ -286,7 +289,7 @@ def test_demo_flash_on_a_terminal_one_line_per_partition(tmp_path: Path) -> None
     assert "" not in block  # no blank lines left behind by bars
     messages = [ln for ln in block[2:] if ln.startswith("      | ")
                 and not ln.startswith("      | verified ")]
-    assert len(messages) <= 12
+    assert len(messages) <= 14  # bring-up, speed switch + re-enumeration, backup
     assert len(block) == 2 + len(messages) + len(PARTITIONS) + 1  # header, $ cmd, …, ok: line
     assert block[-1].startswith("      ok: 12 partitions written and verified")
     assert len(set(block)) == len(block)  # nothing printed twice

@@ -100,7 +100,7 @@ COMMANDS: tuple[Cmd, ...] = (
                             "readback."),
     Cmd("readback", "flash", "Dump partitions from the phone into OUT_DIR (one NAME.bin each, "
                              "sha256 printed)."),
-    Cmd("sim", "sim", "Plug in a virtual S820 in download mode on a pseudo-terminal (Ctrl-C to "
+    Cmd("sim", "sim", "Plug in a virtual S820 in download mode on a pty or TCP port (Ctrl-C to "
                       "unplug)."),
 )
 

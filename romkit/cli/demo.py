@@ -14,7 +14,7 @@ import typer
 
 from romkit.cli.output import JsonOpt, out
 from romkit.demo import DemoRequest, DemoResult, run_demo
-from romkit.errors import EXIT_FAILURE
+from romkit.errors import EXIT_FAILURE, UsageError
 from romkit.progress import ProgressEvent
 
 _INDENT = "      "
@@ -98,6 +98,9 @@ def _demo_cmd(
     ] = False,
     wait: Annotated[float, typer.Option(
         "--wait", min=1.0, max=300.0, help="Seconds to wait for the virtual phone.")] = 20.0,
+    link: Annotated[str | None, typer.Option(
+        "--link", metavar="pty|tcp", help="The virtual phone's cable: a pseudo-terminal "
+        "(default where the system has them) or a TCP port on 127.0.0.1.")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Run the whole story on a virtual S820 built in 2014: fetch, 4032, prepare, flash, verify.
@@ -108,7 +111,11 @@ def _demo_cmd(
     Example: romkit demo --keep
     """
     out.use_json(json_)
-    req = DemoRequest(workdir=workdir, keep=keep, dry_run=dry_run, wait=wait)
+    if link is not None and link.lower() not in ("pty", "tcp"):
+        raise UsageError(f"--link {link!r} is not a cable the demo knows",
+                         hint="use --link pty or --link tcp")
+    req = DemoRequest(workdir=workdir, keep=keep, dry_run=dry_run, wait=wait,
+                      link=link.lower() if link else None)
     result = run_demo(req, _progress)
     out.result(result, lambda: _render(result))
     if not result.ok:

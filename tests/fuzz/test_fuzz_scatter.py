@@ -15,7 +15,7 @@ from fuzzlib import fuzz_settings, mutated_text, only_romkit_errors
 from hypothesis import given
 
 from romkit.firmware.scatter import Layout, parse_scatter_text, write_scatter
-from romkit.sim.sample_firmware import _layout as s820_layout
+from romkit.sim.sample_firmware import SCATTER_NAME, scatter_text
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "scatter"
 OLD = (FIX / "MT6589_Android_scatter_emmc.lenovo-s960.txt").read_text()
@@ -29,8 +29,8 @@ V2 = ("\n  - partition_index:".join(_EMMC.split("\n  - partition_index:")[:6]) +
       "\n- storage_type: UFS" +
       "\n  - partition_index:".join(_UFS.split("\n  - partition_index:")[:4]))
 V1_RESERVED = (REAL / "MT6580_Android_scatter.txt").read_text()
-S820_OLD = write_scatter(s820_layout(), "old")
-S820_V1 = write_scatter(s820_layout(), "v1")
+S820_OLD = write_scatter(parse_scatter_text(scatter_text(), SCATTER_NAME), "old")
+S820_V1 = write_scatter(parse_scatter_text(scatter_text(), SCATTER_NAME), "v1")
 VALID = (OLD, V1, S820_OLD, S820_V1, V2, V1_RESERVED)
 FUZZ = fuzz_settings(150)
 
