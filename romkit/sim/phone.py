@@ -194,17 +194,21 @@ class VirtualPhone:
             raise StorageError(f"cannot open a pseudo-terminal: {exc.strerror}",
                                hint="the system may be out of ptys; close other sessions"
                                ) from exc
-        self._link = link
-        self.port = link.path
-        self.usb_pid = pid
-        self.generation += 1
+        # announced before it becomes `self.port`: whoever sees the new port can already look
+        # it up in the registry (a host that follows the phone's re-enumerations needs that)
         virtualports.announce(virtualports.VirtualPort(
             phone_id=self.phone_id, port=link.path, pid=pid, owner_pid=os.getpid(),
-            generation=self.generation))
+            generation=self.generation + 1))
+        self.generation += 1
+        self.usb_pid = pid
+        self.port = link.path
+        self._link = link
         if self._trace is not None:
             self._trace.event(f"open {link.path} pid={pid:#06x} generation={self.generation}")
         if self.on_port is not None:
             self.on_port(link.path)
+        with self._cond:
+            self._cond.notify_all()
         return link
 
     def _close_link(self, why: str) -> None:
@@ -259,12 +263,25 @@ class VirtualPhone:
         return None
 
     def wait_finished(self, timeout: float = 30.0) -> SessionLog:
-        """Block until a session ends (FINISH, unplug, host gone…) and return its log."""
+        """Block until a session ends (FINISH, unplug, host gone…) and return its log.
+
+        A phone that reboots after the session (its port goes away) is also waited for until
+        it is plugged in again, so `self.port` names the port of the next session, not the
+        one that just vanished.
+        """
         log = self.next_session(timeout)
         if log is None:
             raise DeviceTimeout(f"no virtual-phone session ended within {timeout:g} s",
                                 hint="the host did not finish; check its log")
+        self.wait_port(timeout)
         return log
+
+    def wait_port(self, timeout: float = 10.0) -> str | None:
+        """The port of the next session once the phone is plugged in (None if it stopped)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._link is not None or not self.running
+                                or self.once, timeout)
+            return self.port if self._link is not None else None
 
     def _ended(self) -> int:
         return sum(1 for s in self.sessions if s.ended is not None)
