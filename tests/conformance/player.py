@@ -272,9 +272,23 @@ class Env:
 
 
 class Wire:
-    """A byte pipe with a deadline-based exact read."""
+    """A byte pipe with a deadline-based exact read and a one-byte look-ahead."""
+
+    pending: bytes = b""
 
     def read(self, n: int, timeout: float) -> bytes:
+        head, self.pending = self.pending[:n], self.pending[n:]
+        if len(head) == n:
+            return head
+        return head + self.read_raw(n - len(head), timeout)
+
+    def peek(self, timeout: float) -> bytes:
+        """The next byte without consuming it (b"" on timeout)."""
+        if not self.pending:
+            self.pending = self.read_raw(1, timeout)
+        return self.pending[:1]
+
+    def read_raw(self, n: int, timeout: float) -> bytes:
         raise NotImplementedError
 
     def write(self, data: bytes) -> None:
@@ -294,7 +308,7 @@ class PtyPhoneWire(Wire):
         self.path = os.ttyname(self.slave)
         self.closed = False
 
-    def read(self, n: int, timeout: float) -> bytes:
+    def read_raw(self, n: int, timeout: float) -> bytes:
         import select
 
         out = bytearray()
@@ -337,7 +351,7 @@ class SerialHostWire(Wire):
         self.port = port
         self.s = serial.serial_for_url(port, timeout=1.0)
 
-    def read(self, n: int, timeout: float) -> bytes:
+    def read_raw(self, n: int, timeout: float) -> bytes:
         out = bytearray()
         deadline = time.monotonic() + timeout
         while len(out) < n:
@@ -420,6 +434,20 @@ class Player:
 
     def _loop(self, step: Step) -> None:
         kind, _, rest = step.arg.partition(" ")
+        if kind == "any":
+            # An exchange a host may insert here zero or more times (e.g. USB_CHECK_STATUS
+            # between commands). As the host we do it once; as the phone we answer it as
+            # often as the host's next byte starts it.
+            if self.role == "host":
+                self._run(step.body, 0)
+                return
+            first = next(s for s in step.body if s.kind == "H").fields[0].literal
+            assert first, f"{step.where.file}:{step.where.line}: 'any' needs a literal start"
+            for i in range(10_000):
+                if self.wire.peek(self.timeout)[:1] != first[:1]:
+                    return
+                self._run(step.body, i)
+            return
         if kind == "until":
             for i in range(10_000):
                 self._run(step.body, i)
