@@ -105,3 +105,4 @@ def test_sim_against_host_side(name: str, dialect: str | None, tmp_path: Path) -
         da = (da1, b"")
     harness.run_sim(_t(name), tmp_path / "phone", dialect=dialect, da=da,
                     full_speed=name.startswith("usb_speed"))
+
