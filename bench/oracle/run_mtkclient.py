@@ -87,12 +87,15 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per stage")
     ap.add_argument("--only", default=None, help="run only stages whose name contains this")
+    ap.add_argument("--sim-arg", action="append", default=[],
+                    help="extra argument for romkit sim (repeat), e.g. --sim-arg=--trace "
+                         "--sim-arg=/tmp/sim.trace")
     args = ap.parse_args()
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="oracle-mtkclient-"))
     work.mkdir(parents=True, exist_ok=True)
     da, pl = write_artifacts(work / "artifacts")
-    sim = Sim(work / "sim", dialect=args.dialect)
+    sim = Sim(work / "sim", dialect=args.dialect, extra=args.sim_arg)
     link = sim.link
     failed = 0
     try:
