@@ -21,10 +21,12 @@ from player import (
     Player,
     PtyPhoneWire,
     SerialHostWire,
+    Step,
     Transcript,
     Wire,
     actions,
     without_actions,
+    xor16_le,
 )
 
 from romkit import virtualports  # neutral registry of virtual ports (no protocol logic)
@@ -332,3 +334,164 @@ def run_sim(transcript: Transcript, state_dir: Path, *, dialect: str | None = No
     if phone.error is not None:
         raise AssertionError(f"the virtual phone crashed: {phone.error!r}")
     return player
+
+
+# --------------------------------------------------------------------------------------------
+# Whole bring-up through romkit.device.connect (for the USB re-enumeration reading)
+# --------------------------------------------------------------------------------------------
+
+
+def steps_from(steps: list[Step], action: str) -> list[Step]:
+    """The steps from the first ``@ action`` on (the DA stage of a transcript)."""
+    for i, s in enumerate(steps):
+        if s.kind == "@" and s.arg.split()[0] == action:
+            return steps[i:]
+    raise ValueError(f"no '@ {action}' step")
+
+
+def brom_responder(wire: PtyPhoneWire, values: dict[str, bytes]) -> None:
+    """Answer the BROM commands a host sends, in whatever order, until JUMP_DA.
+
+    Framings from spft-replay src/brom.py and reference §2 (opcode and 4-byte parameters
+    echoed, u16 status); answers as the captured phone gave them where known (hw code 0x6583,
+    BL_VER 0xFE in BROM, the PMIC reference values). Only for driving romkit.device.connect
+    to the DA stage, which the transcript then judges byte by byte."""
+    def rd(n: int) -> bytes:
+        got = wire.read(n, 10.0)
+        if len(got) != n:
+            raise Mismatch(f"BROM responder: host sent {len(got)} of {n} bytes")
+        return got
+
+    def echo(n: int) -> bytes:
+        d = rd(n)
+        wire.write(d)
+        return d
+
+    seq, i = b"\xa0\x0a\x50\x05", 0
+    while i < len(seq):
+        b = rd(1)[0]
+        i = i + 1 if b == seq[i] else (1 if b == seq[0] else 0)
+        if i:
+            wire.write(bytes([b ^ 0xFF]))
+    pmic = {0x000E: 0x1001, 0x000C: 0x0041, 0x0008: 0x000F, 0x001A: 0x0010, 0x0000: 0x0063,
+            0x0020: 0x0001}  # spft-replay platform.py MT6589.init_pmic reference values
+    ok = b"\x00\x00"
+    while True:
+        op = rd(1)[0]
+        if op == 0xFE:
+            wire.write(b"\xfe")
+            continue
+        if op == 0xFF:
+            wire.write(values.setdefault("brom_ver", b"\x05"))
+            continue
+        wire.write(bytes([op]))
+        if op == 0xFD:
+            wire.write(b"\x65\x83" + ok)
+        elif op == 0xFC:
+            wire.write(bytes.fromhex("8a00ca000000") + ok)
+        elif op == 0xD8:
+            wire.write(bytes(4) + ok)
+        elif op in (0xDB, 0xC5):
+            wire.write(ok)
+        elif op == 0xC4:
+            echo(4)
+            echo(4)
+            wire.write(ok)
+        elif op == 0xC6:
+            reg = int.from_bytes(echo(2), "big")
+            wire.write(ok + ok + pmic.get(reg, 0).to_bytes(2, "big"))
+        elif op == 0xC7:
+            reg = int.from_bytes(echo(2), "big")
+            pmic[reg] = int.from_bytes(echo(2), "big")
+            wire.write(ok + ok)
+        elif op == 0xD1:
+            echo(4)
+            count = int.from_bytes(echo(4), "big")
+            wire.write(ok + bytes(4 * count) + ok)
+        elif op == 0xD4:
+            echo(4)
+            count = int.from_bytes(echo(4), "big")
+            wire.write(ok)
+            for _ in range(count):
+                echo(4)
+            wire.write(ok)
+        elif op == 0xD7:
+            echo(4)
+            length = int.from_bytes(echo(4), "big")
+            echo(4)
+            wire.write(ok)
+            wire.write(xor16_le(rd(length)).to_bytes(2, "big") + ok)
+        elif op == 0xD5:
+            echo(4)
+            wire.write(ok)
+            return
+        else:
+            raise Mismatch(f"BROM responder: no framing known for command 0x{op:02X}")
+
+
+def run_engine_connect(transcript: Transcript, timeout: float = 40.0) -> Any:
+    """Bring the engine up with romkit.device.connect (BROM answered by `brom_responder`),
+    judge its DA stage against the transcript from ``@ da_sync`` on, follow ``! reconnect``
+    by moving to a new pty announced in the neutral registry (romkit.virtualports, a higher
+    generation, PID 0x2001 as the DA's VCOM), then read the PMT and finish on the new port."""
+    from romkit.device.connect import connect
+    from romkit.firmware.da import parse_da
+    from romkit.sim.artifacts import da_s820
+
+    da_bytes = da_s820()  # the sim's DA file as input (region bytes only; no expected values)
+    regions = parse_da_regions(da_bytes)
+    wire = PtyPhoneWire()
+    phone_id = f"conformance-{os.getpid()}-{id(wire)}"
+    generation = [0]
+    virtualports.announce(virtualports.VirtualPort(
+        phone_id=phone_id, port=wire.path, pid=0x0003, owner_pid=os.getpid(), generation=0))
+
+    def reconnect(event: str, old: Wire) -> Wire:
+        assert event == "reconnect", event
+        old.close()  # the port disappears, as on real USB
+        time.sleep(0.2)
+        new = PtyPhoneWire()
+        generation[0] += 1
+        virtualports.announce(virtualports.VirtualPort(
+            phone_id=phone_id, port=new.path, pid=0x2001, owner_pid=os.getpid(),
+            generation=generation[0]))
+        return new
+
+    values = bindings(regions[1], regions[2])
+    player = Player(transcript, "phone", wire, values, timeout=8.0,
+                    steps=steps_from(transcript.steps, "da_sync"), on_event=reconnect)
+    failure: list[BaseException] = []
+
+    def play() -> None:
+        try:
+            brom_responder(wire, player.env.values)
+            player.run()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failure.append(exc)
+
+    thread = threading.Thread(target=play, daemon=True)
+    thread.start()
+    engine_error: BaseException | None = None
+    device = None
+    try:
+        device = connect(wire.path, da=parse_da(da_bytes), emi=emi_table(), emi_version=10,
+                         wait_timeout=5, handshake_timeout=5, timeout=3)
+        device.session.read_pmt()
+        device.session.finish(0)
+    except Exception as exc:
+        engine_error = exc
+    finally:
+        if device is not None:
+            device.close()
+        thread.join(timeout)
+        player.wire.close()
+        virtualports.withdraw(phone_id)
+    problems = []
+    if engine_error is not None:
+        problems.append(f"the engine failed: {engine_error!r}")
+    if failure:
+        problems.append(f"the player (phone side) stopped: {failure[0]}")
+    if problems:
+        raise AssertionError(f"{transcript.name} via connect():\n  " + "\n  ".join(problems)
+                             + f"\n  player log: {' | '.join(player.log[-5:])}")
+    return device

@@ -49,7 +49,7 @@ def test_every_transcript_names_its_sources_and_items() -> None:
         t = _t(n)
         assert t.sources, n
         assert t.meta.get("covers"), f"{n}: no '# covers:' line"
-        assert t.meta.get("engine", "").split()[0] in ("yes", "no"), n
+        assert t.meta.get("engine", "").split()[0] in ("yes", "no", "connect"), n
 
 
 def test_items_1_to_12_are_covered() -> None:
@@ -95,6 +95,13 @@ def test_engine_against_phone_side(name: str) -> None:
     if name == "spft_mt6589_brom" and "pwr_read16" not in run.skipped:
         reads = dict(run.results["pmic"][:1])
         assert reads == {0x000E: 0x1001}, "CHR_CON7 reads 0x1001 on a real phone"
+
+
+def test_engine_follows_reenumeration() -> None:
+    """Item 10, reading "re-enumerate": after 70 01 the port disappears and the phone comes
+    back on a new one (mtkclient upload_da1 reconnects); the engine must find it and carry on.
+    Played through romkit.device.connect, where the engine follows the phone."""
+    harness.run_engine_connect(_t("usb_speed_reenumerate"))
 
 
 @pytest.mark.parametrize(("name", "dialect"), _sim_cases())
