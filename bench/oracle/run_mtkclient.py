@@ -49,16 +49,23 @@ def stages(work: Path) -> list[Stage]:
               ["multi", f"wo {hex(SCRATCH)} {hex(len(WDATA))} {w};"
                         f"ro {hex(SCRATCH)} {hex(len(WDATA))} {work / 'readback.bin'}"],
               "the bytes read back equal the bytes written"),
-        Stage("format (erase 2048 sectors)", ["ess", hex(SCRATCH // 512), "2048"],
-              "exit 0, 'Formatted sector'"),
-        Stage("read after format", ["ro", hex(SCRATCH), "0x200", str(work / "erased.bin")],
+        Stage("erase user sectors (mtkclient ess: writes zeros)", ["ess", hex(SCRATCH // 512),
+              "2048"], "exit 0 (mtkclient prints 'Failed to format' when its write succeeds)"),
+        Stage("read after erase", ["ro", hex(SCRATCH), "0x200", str(work / "erased.bin")],
               "512 bytes, none of the written pattern left"),
+        Stage("FORMAT 0xD4 (BOOT2: write, format, read in one session)",
+              ["multi", f"wo 0x0 {hex(len(WDATA))} {w} --parttype boot2;"
+                        f"ess 0x0 0x800 --parttype boot2;"
+                        f"ro 0x0 0x200 {work / 'formatted.bin'} --parttype boot2"],
+              "'Formatted sector', the pattern gone from BOOT2"),
     ]
 
 
 def judge(stage: Stage, rc: int, out: str, work: Path) -> tuple[bool, str]:
-    bad = [m for m in ("Traceback", "Sync error", "Error on", "error:", "Failed", "[timeout]")
-           if m in out]
+    markers = ["Traceback", "Sync error", "Error on", "error:", "[timeout]"]
+    if not stage.name.startswith("erase user"):  # mtkclient's ess message is inverted there
+        markers.append("Failed")
+    bad = [m for m in markers if m in out]
     if rc != 0 or bad:
         return False, f"rc={rc} {' '.join(repr(b) for b in bad)}"
     if stage.name.startswith("read (MBR"):
@@ -68,8 +75,11 @@ def judge(stage: Stage, rc: int, out: str, work: Path) -> tuple[bool, str]:
         p = work / "readback.bin"
         data = p.read_bytes() if p.exists() else b""
         return data == WDATA, f"{len(data)} bytes read back"
-    if stage.name.startswith("format"):
-        return "Formatted sector" in out, "format reported"
+    if stage.name.startswith("FORMAT"):
+        p = work / "formatted.bin"
+        data = p.read_bytes() if p.exists() else b""
+        return ("Formatted sector" in out and len(data) == 512 and data != WDATA[:512],
+                f"{len(data)} bytes read after the format")
     if stage.name.startswith("read after"):
         p = work / "erased.bin"
         data = p.read_bytes() if p.exists() else b""
