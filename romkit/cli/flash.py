@@ -3,7 +3,7 @@
 Thin shells: options → pydantic request → one library call → text or JSON. The plan is shown
 before anything is written: the engine reports it as a "plan" progress event, rendered here.
 Ctrl-C in any of them prints one `interrupted:` line (what was left, and the command that
-resumes) and exits with 130 — click would otherwise turn it into a bare "Aborted!".
+resumes) and exits with 130 — typer would otherwise exit 130 without a word.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, cast
 
-import click
 import typer
 
 from romkit.cli.output import JsonOpt, human_size, out, table
@@ -108,11 +107,11 @@ def _render_flash(r: FlashResult) -> None:
              f"({r.mode}, phone {r.cid})")
 
 
-def resume_command(drop: tuple[str, ...] = (), set_ref: str | None = None) -> str:
+def resume_command(ctx: typer.Context, drop: tuple[str, ...] = (),
+                   set_ref: str | None = None) -> str:
     """The running command rebuilt from its parsed parameters (so it is exact whatever the
     user typed, in a form a shell accepts), minus the options in `drop`; `set_ref` replaces
     restore's SET argument so a resumed restore writes the same set."""
-    ctx = click.get_current_context()
     head = ["romkit"]
     if ctx.parent is not None and ctx.parent.params.get("json_"):
         head.append("--json")
@@ -125,7 +124,7 @@ def resume_command(drop: tuple[str, ...] = (), set_ref: str | None = None) -> st
             continue
         if p.name == "set_ref" and set_ref is not None:
             value = set_ref
-        if isinstance(p, click.Argument):
+        if p.param_type_name == "argument":
             if isinstance(value, list | tuple):
                 positional += [str(v) for v in value]
             elif value is not None:
@@ -134,7 +133,7 @@ def resume_command(drop: tuple[str, ...] = (), set_ref: str | None = None) -> st
         if value is None or value is False or value == p.default or value in ([], ()):
             continue
         opt = p.opts[0]
-        if isinstance(p, click.Option) and p.is_flag:
+        if getattr(p, "is_flag", False):
             words.append(opt)
         elif isinstance(value, list | tuple):
             for v in value:
@@ -145,7 +144,7 @@ def resume_command(drop: tuple[str, ...] = (), set_ref: str | None = None) -> st
 
 
 @contextmanager
-def reporting_interrupts(drop: tuple[str, ...] = ()) -> Iterator[None]:
+def reporting_interrupts(ctx: typer.Context, drop: tuple[str, ...] = ()) -> Iterator[None]:
     """Turn Ctrl-C into one `interrupted:` line with the state and the resume command."""
     try:
         yield
@@ -153,7 +152,7 @@ def reporting_interrupts(drop: tuple[str, ...] = ()) -> Iterator[None]:
         out.close_bars()
         state = exc.state if isinstance(exc, Interrupted) else "stopped"
         set_ref = exc.set_name if isinstance(exc, Interrupted) else None
-        cmd = resume_command(drop, set_ref)
+        cmd = resume_command(ctx, drop, set_ref)
         if out.json:
             out.emit_json({"interrupted": True, "state": state, "resume": cmd,
                            "exit_code": EXIT_INTERRUPTED})
@@ -166,6 +165,7 @@ def _csv(values: list[str] | None) -> list[str]:
 
 
 def _flash_cmd(
+    ctx: typer.Context,
     folder: Annotated[Path | None, typer.Argument(
         help="Firmware folder (holding *_scatter*.txt); default: current or last fetched.")
     ] = None,
@@ -204,18 +204,18 @@ def _flash_cmd(
         options=PlanOptions(mode=cast(Mode, mode), only=_csv(only), skip=_csv(skip),
                             verify=not no_verify, backup=not no_backup,
                             erase_calibration_ok=erase_ok))
-    with reporting_interrupts(drop=("fresh",)):
+    with reporting_interrupts(ctx, drop=("fresh",)):
         result = flash(req, _progress)
     out.result(result, lambda: _render_flash(result))
 
 
-def _backup_cmd(port: PortOpt = None, da: DaOpt = None, preloader: PreloaderOpt = None,
-                firmware: FirmwareOpt = None, wait: WaitOpt = 30.0,
+def _backup_cmd(ctx: typer.Context, port: PortOpt = None, da: DaOpt = None,
+                preloader: PreloaderOpt = None, firmware: FirmwareOpt = None, wait: WaitOpt = 30.0,
                 json_: JsonOpt = False) -> None:
     """Save NVRAM, PROTECT_F/S, PRO_INFO and SECCFG (IMEI, calibration) to the data dir."""
     out.use_json(json_)
     req = BackupRequest(port=port, da=da, preloader=preloader, firmware_dir=firmware, wait=wait)
-    with reporting_interrupts():
+    with reporting_interrupts(ctx):
         result = backup_phone(req, _progress)
     out.result(result, lambda: _render_backup(result))
 
@@ -229,6 +229,7 @@ def _render_backup(r: BackupResult) -> None:
 
 
 def _restore_cmd(
+    ctx: typer.Context,
     set_ref: Annotated[str | None, typer.Argument(
         help="Backup set: path, <cid>/<timestamp> or timestamp (default: newest for the "
              "phone).")] = None,
@@ -271,7 +272,7 @@ def _restore_cmd(
     req = RestoreRequest(set_ref=set_ref, port=port, da=da, preloader=preloader,
                          firmware_dir=firmware, wait=wait, dry_run=dry_run,
                          allow_layout_mismatch=allow_layout_mismatch)
-    with reporting_interrupts():
+    with reporting_interrupts(ctx):
         result = restore_phone(req, _progress)
     out.result(result, lambda: _render_restore(result))
 
@@ -285,6 +286,7 @@ def _render_restore(r: RestoreResult) -> None:
 
 
 def _readback_cmd(
+    ctx: typer.Context,
     args: Annotated[list[str], typer.Argument(help="NAME... OUT_DIR (or --all OUT_DIR)")],
     all_: Annotated[bool, typer.Option("--all", help="Every partition on the phone.")] = False,
     port: PortOpt = None, da: DaOpt = None, preloader: PreloaderOpt = None,
@@ -301,7 +303,7 @@ def _readback_cmd(
     req = ReadbackRequest(names=args[:-1], all=all_, out_dir=Path(args[-1]), port=port, da=da,
                           preloader=preloader, firmware_dir=firmware, wait=wait,
                           packet_size=packet_size)
-    with reporting_interrupts():
+    with reporting_interrupts(ctx):
         result = readback(req, _progress)
     out.result(result, lambda: _render_readback(result))
 
