@@ -142,18 +142,18 @@ def test_the_issue_chain_restores_the_pre_format_set_not_the_blank_one(
     blank = backup_phone(BackupRequest(port=phone.port, firmware_dir=folder, wait=5),
                          lambda e: events.append(e.to_dict()))
     phone.wait_finished(5)
+    flash(_req(folder, phone, mode="format-all"))
+    phone.wait_finished(5)
+    res = restore_phone(RestoreRequest(port=phone.port, firmware_dir=folder, wait=5))
+    assert _calibration(phone) == factory  # was: the newest set, the all-zero one
+
+    # the blank set really holds zeros (checked on the file), and says so
+    assert set((Path(blank.path) / "NVRAM.bin").read_bytes()) <= {0}
+    assert res.set_name != blank.set_name and res.verdict == "good"
     assert blank.verdict == "blank" and "NVRAM" in blank.blank
     assert blank.when == "after-format"
     loud = [e["label"] for e in events if e["event"] == "warning"]
     assert any("BLANK CALIBRATION" in w for w in loud), loud
-    # the blank set really holds zeros (checked on the file, not on the manifest)
-    assert set((Path(blank.path) / "NVRAM.bin").read_bytes()) <= {0}
-
-    flash(_req(folder, phone, mode="format-all"))
-    phone.wait_finished(5)
-    res = restore_phone(RestoreRequest(port=phone.port, firmware_dir=folder, wait=5))
-    assert res.set_name != blank.set_name and res.verdict == "good"
-    assert _calibration(phone) == factory
 
 
 def test_restore_without_a_good_set_refuses_to_pick_a_blank_one(
