@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clitools import run_main
 
 from romkit.device import protocol as P
 from romkit.errors import DeviceError, LayoutChangedError, UsageError, ValidationError
@@ -130,7 +131,8 @@ def test_firmware_upgrade_cut_after_the_format_resumes_and_keeps_the_imei(
 
 
 def test_the_issue_chain_restores_the_pre_format_set_not_the_blank_one(
-        tmp_path: Path, folder: Path, phones: list[VirtualPhone]) -> None:
+        tmp_path: Path, folder: Path, phones: list[VirtualPhone],
+        capsys: pytest.CaptureFixture[str]) -> None:
     """cut after format → `backup` (blank) → format-all → `restore`: IMEI back."""
     phone = _start(tmp_path, f"disconnect@{IN_BOOTIMG}")
     phones.append(phone)
@@ -154,6 +156,14 @@ def test_the_issue_chain_restores_the_pre_format_set_not_the_blank_one(
     assert blank.when == "after-format"
     loud = [e["label"] for e in events if e["event"] == "warning"]
     assert any("BLANK CALIBRATION" in w for w in loud), loud
+    # `restore --list` shows the marks and which set is the default
+    code, stdout, _err = run_main(capsys, "restore", "--list", "--json")
+    listed = {d["name"]: d for d in json.loads(stdout)}
+    assert code == 0 and listed[blank.set_name]["verdict"] == "blank"
+    assert not listed[blank.set_name]["default"] and listed[res.set_name]["default"]
+    code, stdout, _err = run_main(capsys, "restore", "--list")
+    row = next(ln for ln in stdout.splitlines() if ln.startswith(blank.set_name))
+    assert "BLANK" in row and "after-format" in row
 
 
 def test_restore_without_a_good_set_refuses_to_pick_a_blank_one(
