@@ -386,3 +386,32 @@ def test_ctrl_c_during_restore_names_the_set_in_the_resume_command(
                          text=True, env=dict(os.environ), timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert _calibration(phone) == factory
+
+
+def test_ctrl_c_during_backup_and_readback(tmp_path: Path, folder: Path,
+                                           phones: list[VirtualPhone]) -> None:
+    """Reads are slowed to 200 kB/s (sim `rate=`) so SIGINT lands mid-read."""
+    phone = _start(tmp_path, "rate=200000")
+    phones.append(phone)
+    proc = _popen("backup", "--port", str(phone.port), "--firmware", str(folder), "--wait",
+                  "5", "--json")
+    _out, err = _interrupt_when(proc, "backup")
+    assert proc.returncode == 130, err[-2000:]
+    argv = _resume_argv(err)
+    assert argv[0] == "backup" and str(folder) in argv
+    line = next(ln for ln in err.splitlines() if ln.startswith("interrupted:"))
+    assert "no backup set was completed" in line
+    assert list_sets(CID) == []  # the partial set is never listed
+
+    phone.stop()  # replug: the DA of a real phone may still be mid-transfer too
+    phone = _start(tmp_path, "rate=200000", name="phone")
+    phones.append(phone)
+    dump = tmp_path / "dump"
+    proc = _popen("readback", "NVRAM", str(dump), "--port", str(phone.port), "--firmware",
+                  str(folder), "--wait", "5", "--json")
+    _out, err = _interrupt_when(proc, "readback")
+    assert proc.returncode == 130, err[-2000:]
+    line = next(ln for ln in err.splitlines() if ln.startswith("interrupted:"))
+    assert "reading NVRAM" in line
+    assert not dump.exists() or not any(dump.iterdir())  # no partial file, no temp file
+    assert _resume_argv(err)[:3] == ["readback", "NVRAM", str(dump)]
