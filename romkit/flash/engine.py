@@ -267,10 +267,12 @@ class _Runner:
             good = good_set(self.cid)
             if good is not None:
                 self.restore_source = good
+                use = ("this run restores it" if self.plan.mode == "firmware-upgrade" else
+                       f"`romkit restore {good.name}` puts it back")
                 self.rep.warning(f"the calibration read from the phone is not usable "
-                                 f"({self.backup.verdict}); calibration will come from the "
-                                 f"newest good set {good.name} ({good.manifest.when}, "
-                                 f"{good.manifest.created})")
+                                 f"({self.backup.verdict}); the newest good backup of this "
+                                 f"phone is {good.name} ({good.manifest.when}, "
+                                 f"{good.manifest.created}): {use}")
             else:
                 self.rep.warning("NO GOOD calibration backup of this phone exists: its "
                                  "calibration reads blank and nothing can bring the IMEI back "
@@ -316,7 +318,7 @@ class _Runner:
             if mismatch is None:
                 self.rep.info(f"{op.partition}: verified by the interrupted run and read back "
                               "equal from the phone, skipped")
-                self.meter.add(length * (1 if self.plan.options.verify else 0))
+                self.meter.add(length * (2 if self.plan.options.verify else 1))
                 self.result.partitions.append(PartitionResult(
                     partition=op.partition, region=op.region, offset=op.offset, bytes=length,
                     sha256=op.sha256, sum16=op.sum16, verified=True, resumed=True))
