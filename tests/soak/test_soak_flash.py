@@ -257,11 +257,12 @@ class _Story:
         self.factory_pmt = b""
 
     def check_safety_net(self, what: str) -> None:
-        """After any interruption: a set with the factory calibration exists, none vanished."""
+        """After any interruption: whenever the phone's calibration is not the factory one, a
+        set holding the factory calibration exists; no set ever vanished."""
         now = _all_set_dirs(self.cid)
         assert self.sets_seen <= now, f"{what}: backup sets were deleted: {self.sets_seen - now}"
         self.sets_seen = now
-        if _calibration(self.phone) != self.factory or self.mode != "download-only":
+        if _calibration(self.phone) != self.factory:  # erased or half-restored: must be kept
             assert any(_holds(s, self.factory) for s in _complete_sets(self.cid)), \
                 f"{what}: no backup set holds the factory calibration"
 
