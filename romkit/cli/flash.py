@@ -231,8 +231,8 @@ def _render_backup(r: BackupResult) -> None:
 def _restore_cmd(
     ctx: typer.Context,
     set_ref: Annotated[str | None, typer.Argument(
-        help="Backup set: path, <cid>/<timestamp> or timestamp (default: newest for the "
-             "phone).")] = None,
+        help="Backup set: path, <cid>/<timestamp> or timestamp (default: the phone's newest "
+             "good set).")] = None,
     port: PortOpt = None, da: DaOpt = None, preloader: PreloaderOpt = None,
     firmware: FirmwareOpt = None, wait: WaitOpt = 30.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be written.")
