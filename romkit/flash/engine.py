@@ -568,9 +568,11 @@ def flash(request: FlashRequest, on_progress: ProgressCallback | None = None) ->
                                    f"not acknowledge FINISH ({exc.message}): unplug it")
     finally:
         dev.close()
-    if plan.mode == "format-all" and result.backup_set:
+    good = runner.restore_source is not None and runner.restore_source.good
+    if plan.mode == "format-all" and good:
         result.warnings.append(f"calibration was erased; put it back with `romkit restore "
                                f"{result.backup_set}`")
     elif plan.mode == "format-all":
-        result.warnings.append("calibration was erased and no good backup of it exists")
+        result.warnings.append("calibration was erased and no good backup of it exists on "
+                               "this computer (`romkit restore --list`)")
     return result
