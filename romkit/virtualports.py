@@ -41,6 +41,7 @@ class VirtualPort(BaseModel):
     owner_pid: int
     generation: int = 0  # bumped on every re-enumeration
     description: str = "romkit virtual MT6589"
+    former_ports: list[str] = []  # where it was before, newest first (kept by announce())
 
 
 def ports_dir() -> Path:
@@ -67,10 +68,22 @@ def _path(phone_id: str) -> Path:
     return ports_dir() / f"{safe}.json"
 
 
+FORMER_KEPT = 16
+
+
 def announce(entry: VirtualPort) -> Path:
-    """Publish (or replace) a phone's entry; returns the file written."""
+    """Publish (or replace) a phone's entry; returns the file written.
+
+    A replaced entry's port is remembered in `former_ports`, so a host given a port the phone
+    has since left (a resume command printed before it re-enumerated) can still follow it.
+    """
     target = _path(entry.phone_id)
     paths.ensure_dir(target.parent)
+    old = next((e for p, e in _entries() if p == target and e is not None), None)
+    if old is not None and old.port != entry.port:
+        former = [old.port, *old.former_ports, *entry.former_ports]
+        entry = entry.model_copy(update={"former_ports": [
+            p for p in dict.fromkeys(former) if p != entry.port][:FORMER_KEPT]})
     atomic_write_text(target, entry.model_dump_json(indent=1) + "\n")
     return target
 
@@ -111,6 +124,20 @@ def list_ports() -> list[VirtualPort]:
 def lookup(port: str) -> VirtualPort | None:
     """The live entry whose current port is `port`, if a virtual phone owns it."""
     return next((e for e in list_ports() if e.port == port), None)
+
+
+def follow(port: str) -> VirtualPort | None:
+    """The live phone that is on `port` now or, failing that, most recently left it.
+
+    A pty number is reused by the system, so a port that some phone left may now be another
+    program's terminal: a phone's current port always wins over a former one.
+    """
+    live = list_ports()
+    current = next((e for e in live if e.port == port), None)
+    if current is not None:
+        return current
+    moved = [(e.former_ports.index(port), e) for e in live if port in e.former_ports]
+    return min(moved, key=lambda m: m[0])[1] if moved else None
 
 
 def find(phone_id: str) -> VirtualPort | None:

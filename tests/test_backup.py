@@ -20,11 +20,13 @@ from romkit.flash.backup import (
     MANIFEST,
     StorageRange,
     find_set,
+    good_set,
     list_sets,
     load_set,
     parse_manifest,
     take_backup,
 )
+from romkit.progress import Reporter
 
 CID = bytes.fromhex("150100" + b"SIM13S".hex() + "10" + "13579bdf" + "a3" + "01")
 
@@ -164,3 +166,69 @@ def test_garbage_journal_is_ignored(data: bytes) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_bytes(data)
     assert jr.load_journal(CID) is None or isinstance(jr.load_journal(CID), jr.RunJournal)
+
+
+# -- backup sets carry their truth (issue 15) -------------------------------------------------
+def _emmc_with(tmp_path: Path, name: str, nvram: bytes) -> Path:
+    """A 64 KiB "eMMC" whose NVRAM range (4096 + 10000 bytes) holds `nvram` (repeated)."""
+    data = bytearray(os.urandom(64 * 1024))
+    data[4096:4096 + 10000] = (nvram * (10000 // len(nvram) + 1))[:10000]
+    p = tmp_path / name
+    p.write_bytes(bytes(data))
+    return p
+
+
+@pytest.mark.parametrize("fill,blank", [(b"\x00", True), (b"\xff", True),
+                                        (b"\x00\xff\xff\x00", True),
+                                        (b"\x00" * 9999 + b"\x01", False)])
+def test_blank_calibration_is_marked_and_warned(tmp_path: Path, fill: bytes, blank: bool) -> None:
+    warnings: list[str] = []
+    rep = Reporter(lambda e: warnings.append(e.label) if e.kind == "warning" else None)
+    bset = take_backup(CID, RANGES, _file_reader(_emmc_with(tmp_path, "e.bin", fill)),
+                       when="manual", on_progress=rep)
+    assert bset.calibration_blank is blank
+    assert (bset.verdict == "blank") is blank
+    assert bool([w for w in warnings if "BLANK CALIBRATION" in w]) is blank
+    manifest = json.loads((bset.path / MANIFEST).read_text())
+    nvram = next(e for e in manifest["entries"] if e["name"] == "NVRAM")
+    assert nvram["blank"] is blank and manifest["when"] == "manual"
+
+
+def test_default_is_the_newest_good_set(tmp_path: Path) -> None:
+    good_old = take_backup(CID, RANGES, _file_reader(_emmc_with(tmp_path, "a", b"IMEI")),
+                           when="before-format")
+    blank_new = take_backup(CID, RANGES, _file_reader(_emmc_with(tmp_path, "b", b"\x00")),
+                            when="after-format")
+    after_fmt = take_backup(CID, RANGES, _file_reader(_emmc_with(tmp_path, "c", b"junk")),
+                            when="after-format")
+    assert [s.path for s in list_sets(CID)] == [after_fmt.path, blank_new.path, good_old.path]
+    assert after_fmt.verdict == "after-format" and blank_new.verdict == "blank"
+    assert find_set(None, CID).path == good_old.path
+    assert good_set(CID).path == good_old.path  # type: ignore[union-attr]
+    assert find_set(blank_new.name, CID).path == blank_new.path  # named: the user's choice
+
+
+def test_old_manifest_without_marks_is_judged_by_its_bytes(tmp_path: Path) -> None:
+    bset = take_backup(CID, RANGES, _file_reader(_emmc_with(tmp_path, "z", b"\x00")))
+    doc = json.loads((bset.path / MANIFEST).read_text())
+    del doc["when"]
+    for e in doc["entries"]:
+        del e["blank"], e["structure"]
+    (bset.path / MANIFEST).write_text(json.dumps(doc))
+    again = load_set(bset.path)
+    assert again.manifest.when == "unknown" and again.verdict == "blank"
+    with pytest.raises(UsageError, match="no good calibration backup"):
+        find_set(None, CID)
+
+
+def test_ext4_structure_is_recognised(tmp_path: Path) -> None:
+    """PROTECT_F/S are ext4 volumes on real MT65xx phones: magic 0xEF53 at byte 0x438."""
+    data = bytearray(os.urandom(64 * 1024))
+    data[32768:32768 + 4096] = bytes(4096)
+    data[32768 + 0x438:32768 + 0x43A] = b"\x53\xef"
+    p = tmp_path / "ext4.bin"
+    p.write_bytes(bytes(data))
+    rng = [StorageRange(name="PROTECT_F", region="EMMC_USER", offset=32768, length=4096)]
+    bset = take_backup(CID, rng, _file_reader(p))
+    entry = bset.entry("PROTECT_F")
+    assert entry is not None and entry.structure == "ext4" and entry.blank is False

@@ -180,3 +180,31 @@ def test_calibration_that_would_not_fit_is_refused(folder: Path) -> None:
         check_device(build_plan(Firmware.load(folder), PlanOptions(mode="firmware-upgrade")),
                      _facts(folder, pmt=pmt))
     assert ei.value.findings[0].partition == "NVRAM"
+
+
+def test_firmware_upgrade_plan_leaves_preload_alone(folder: Path) -> None:
+    """The sample folder has no PRELOAD image (as on Lenovo's own packages): no operation
+    of any kind touches it, in any mode short of format-all's whole-area erase."""
+    for mode in ("download-only", "firmware-upgrade"):
+        plan = check_device(build_plan(Firmware.load(folder), PlanOptions(mode=mode)),
+                            _facts(folder))
+        assert not [o for o in plan.operations if o.partition == "PRELOAD"], mode
+    upgrade = check_device(build_plan(Firmware.load(folder),
+                                      PlanOptions(mode="firmware-upgrade")), _facts(folder))
+    formatted = {o.partition for o in upgrade.operations if o.kind == "format"}
+    assert {"NVRAM", "MISC", "EXPDB"} <= formatted  # the others are still formatted
+
+
+def test_an_upgrade_romkit_interrupted_goes_on_without_a_pmt(folder: Path) -> None:
+    fw = Firmware.load(folder)
+    with pytest.raises(LayoutChangedError) as ei:
+        check_device(build_plan(fw, PlanOptions(mode="firmware-upgrade")), _facts(folder, pmt=[]))
+    assert ei.value.spft_code == 8503
+    plan = check_device(build_plan(fw, PlanOptions(mode="firmware-upgrade")),
+                        _facts(folder, pmt=[]), layout_erased_by_romkit=True)
+    kinds = [o.kind for o in plan.operations]
+    assert "pmt" in kinds and kinds[-1] == "restore"
+    assert any("erased" in w for w in plan.warnings)
+    with pytest.raises(LayoutChangedError):  # download-only still needs the table
+        check_device(build_plan(fw, PlanOptions()), _facts(folder, pmt=[]),
+                     layout_erased_by_romkit=True)

@@ -65,3 +65,19 @@ def test_registry_forgets_dead_owners(tmp_path, monkeypatch):
     (virtualports.ports_dir() / "junk.json").write_text("{not json")
     assert virtualports.list_ports() == []
     assert list(virtualports.ports_dir().iterdir()) == []
+
+
+def test_registry_follows_a_phone_from_a_port_it_left(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROMKIT_HOME", str(tmp_path))
+    me = os.getpid()
+    virtualports.announce(virtualports.VirtualPort(phone_id="a", port="/dev/pts/3", owner_pid=me))
+    virtualports.announce(virtualports.VirtualPort(phone_id="a", port="/dev/pts/5", owner_pid=me,
+                                                   generation=1))
+    virtualports.announce(virtualports.VirtualPort(phone_id="a", port="/dev/pts/6", owner_pid=me,
+                                                   generation=2))
+    assert virtualports.find("a").former_ports == ["/dev/pts/5", "/dev/pts/3"]
+    assert virtualports.follow("/dev/pts/3").port == "/dev/pts/6"
+    # another phone now owns a reused pty number: its current port wins over a former one
+    virtualports.announce(virtualports.VirtualPort(phone_id="b", port="/dev/pts/5", owner_pid=me))
+    assert virtualports.follow("/dev/pts/5").phone_id == "b"
+    assert virtualports.follow("/dev/pts/9") is None

@@ -2,10 +2,15 @@
 
 Thin shells: options → pydantic request → one library call → text or JSON. The plan is shown
 before anything is written: the engine reports it as a "plan" progress event, rendered here.
+Ctrl-C in any of them prints one `interrupted:` line (what was left, and the command that
+resumes) and exits with 130 — typer would otherwise exit 130 without a word.
 """
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, cast
 
@@ -13,8 +18,9 @@ import typer
 
 from romkit.cli.output import JsonOpt, human_size, out, table
 from romkit.device import protocol as P
-from romkit.errors import UsageError
+from romkit.errors import Interrupted, UsageError
 from romkit.flash.engine import FlashRequest, FlashResult, flash
+from romkit.flash.interrupt import Interrupted as FlashInterrupted
 from romkit.flash.plan import MODES, Mode, PlanOptions
 from romkit.flash.tools import (
     BackupRequest,
@@ -103,11 +109,60 @@ def _render_flash(r: FlashResult) -> None:
     out.line(f"done: {r.mode} on phone {r.cid}")
 
 
+def resume_command(ctx: typer.Context, drop: tuple[str, ...] = (),
+                   set_ref: str | None = None) -> str:
+    """The running command rebuilt from its parsed parameters (so it is exact whatever the
+    user typed, in a form a shell accepts), minus the options in `drop`; `set_ref` replaces
+    restore's SET argument so a resumed restore writes the same set."""
+    head = ["romkit"]
+    if ctx.parent is not None and ctx.parent.params.get("json_"):
+        head.append("--json")
+    head.append(ctx.info_name or "")
+    positional: list[str] = []
+    words: list[str] = []
+    for p in ctx.command.params:
+        value = ctx.params.get(p.name or "")
+        if p.name in drop:
+            continue
+        if p.name == "set_ref" and set_ref is not None:
+            value = set_ref
+        if p.param_type_name == "argument":
+            if isinstance(value, list | tuple):
+                positional += [str(v) for v in value]
+            elif value is not None:
+                positional.append(str(value))
+            continue
+        if value is None or value is False or value == p.default or value in ([], ()):
+            continue
+        opt = p.opts[0]
+        if getattr(p, "is_flag", False):
+            words.append(opt)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                words += [opt, str(v)]
+        else:
+            words += [opt, str(value)]
+    return shlex.join(head + positional + words)
+
+
+@contextmanager
+def reporting_interrupts(ctx: typer.Context, drop: tuple[str, ...] = ()) -> Iterator[None]:
+    """Ctrl-C becomes the shell's one `interrupted:` line (what was left) with the exact
+    command that resumes as its hint (see romkit.errors.Interrupted)."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        state = exc.state if isinstance(exc, FlashInterrupted) else "stopped"
+        set_ref = exc.set_name if isinstance(exc, FlashInterrupted) else None
+        raise Interrupted(state, resume=resume_command(ctx, drop, set_ref)) from None
+
+
 def _csv(values: list[str] | None) -> list[str]:
     return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
 
 
 def _flash_cmd(
+    ctx: typer.Context,
     folder: Annotated[Path | None, typer.Argument(
         help="Firmware folder (holding *_scatter*.txt); default: current or last fetched.")
     ] = None,
@@ -129,6 +184,9 @@ def _flash_cmd(
     erase_ok: Annotated[bool, typer.Option(
         "--i-understand-this-erases-calibration",
         help="Allow format-all / firmware-upgrade without a calibration backup.")] = False,
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", help="Ignore what an interrupted run verified: write and verify every "
+                        "partition again.")] = False,
     wait: WaitOpt = 30.0,
     packet_size: PacketOpt = P.DA_PACKET_DEFAULT,
     trace: TraceOpt = None,
@@ -143,16 +201,17 @@ def _flash_cmd(
         raise UsageError(f"unknown mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
     req = FlashRequest(
         firmware_dir=folder, port=port, da=da, dry_run=dry_run, wait=wait,
-        packet_size=packet_size, trace=trace,
+        packet_size=packet_size, trace=trace, fresh=fresh,
         options=PlanOptions(mode=cast(Mode, mode), only=_csv(only), skip=_csv(skip),
                             verify=not no_verify, backup=not no_backup,
                             erase_calibration_ok=erase_ok))
-    result = flash(req, _progress)
+    with reporting_interrupts(ctx, drop=("fresh",)):
+        result = flash(req, _progress)
     out.result(result, lambda: _render_flash(result))
 
 
-def _backup_cmd(port: PortOpt = None, da: DaOpt = None, preloader: PreloaderOpt = None,
-                firmware: FirmwareOpt = None, wait: WaitOpt = 30.0,
+def _backup_cmd(ctx: typer.Context, port: PortOpt = None, da: DaOpt = None,
+                preloader: PreloaderOpt = None, firmware: FirmwareOpt = None, wait: WaitOpt = 30.0,
                 trace: TraceOpt = None, json_: JsonOpt = False) -> None:
     """Save NVRAM, PROTECT_F/S, PRO_INFO and SECCFG (IMEI, calibration) to the data dir.
 
@@ -161,48 +220,69 @@ def _backup_cmd(port: PortOpt = None, da: DaOpt = None, preloader: PreloaderOpt 
     out.use_json(json_)
     req = BackupRequest(port=port, da=da, preloader=preloader, firmware_dir=firmware, wait=wait,
                         trace=trace)
-    result = backup_phone(req, _progress)
+    with reporting_interrupts(ctx):
+        result = backup_phone(req, _progress)
     out.result(result, lambda: _render_backup(result))
 
 
 def _render_backup(r: BackupResult) -> None:
-    rows = [[x.name, _hex(x.offset), human_size(x.length), x.sha256] for x in r.ranges]
-    out.line(table(rows, ["partition", "offset", "bytes", "sha256"]))
-    out.line(f"backup set: {r.set_name}")
+    rows = [[x.name, _hex(x.offset), human_size(x.length), x.sha256,
+             "BLANK" if x.name in r.blank else ""] for x in r.ranges]
+    out.line(table(rows, ["partition", "offset", "bytes", "sha256", ""]))
+    out.line(f"backup set: {r.set_name} ({r.verdict}, taken {r.when})")
     out.line(f"stored in:  {r.path}")
 
 
 def _restore_cmd(
+    ctx: typer.Context,
     set_ref: Annotated[str | None, typer.Argument(
-        help="Backup set: path, <cid>/<timestamp> or timestamp (default: newest for the "
-             "phone).")] = None,
+        help="Backup set: path, <cid>/<timestamp> or timestamp (default: the phone's newest "
+             "good set).")] = None,
     port: PortOpt = None, da: DaOpt = None, preloader: PreloaderOpt = None,
     firmware: FirmwareOpt = None, wait: WaitOpt = 30.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be written.")
                        ] = False,
     list_: Annotated[bool, typer.Option("--list", help="List backup sets and exit.")] = False,
     trace: TraceOpt = None,
+    allow_layout_mismatch: Annotated[bool, typer.Option(
+        "--allow-layout-mismatch",
+        help="Restore a partition the phone's layout moved at its current place, and one it "
+             "no longer has at the backup's offset (overwrites what lives there).")] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Write a calibration backup back to its phone and verify it by readback.
+
+    Without SET: the newest good set of the phone (calibration not blank, not read after a
+    format); `--list` marks which sets those are.
 
     Example: romkit restore --list   (then: romkit restore SET --dry-run)
     """
     out.use_json(json_)
     if list_:
         sets = list_backups()
+        firsts: dict[str, str] = {}
+        for s in sets:  # newest first: the first good set per phone is its default
+            if s.good:
+                firsts.setdefault(s.manifest.cid, s.name)
+        defaults = set(firsts.values())
         payload: list[dict[str, Any]] = [
             {"name": s.name, "path": str(s.path), "created": s.manifest.created,
-             "reason": s.manifest.reason, "partitions": [e.name for e in s.manifest.entries]}
+             "reason": s.manifest.reason, "when": s.manifest.when, "verdict": s.verdict,
+             "blank": s.blank_parts, "default": s.name in defaults,
+             "partitions": [e.name for e in s.manifest.entries]}
             for s in sets]
         out.result(payload, lambda: out.line(table(
-            [[p["name"], p["created"], ",".join(p["partitions"]), p["reason"]]
-             for p in payload], ["set", "created", "partitions", "reason"])
+            [[p["name"] + (" *" if p["default"] else ""), p["created"], p["verdict"].upper()
+              if p["verdict"] != "good" else "good", p["when"], ",".join(p["partitions"]),
+              p["reason"]] for p in payload],
+            ["set (* = default)", "created", "calibration", "taken", "partitions", "reason"])
             if payload else "no backup sets"))
         return
     req = RestoreRequest(set_ref=set_ref, port=port, da=da, preloader=preloader,
-                         firmware_dir=firmware, wait=wait, dry_run=dry_run, trace=trace)
-    result = restore_phone(req, _progress)
+                         firmware_dir=firmware, wait=wait, dry_run=dry_run, trace=trace,
+                         allow_layout_mismatch=allow_layout_mismatch)
+    with reporting_interrupts(ctx):
+        result = restore_phone(req, _progress)
     out.result(result, lambda: _render_restore(result))
 
 
@@ -215,6 +295,7 @@ def _render_restore(r: RestoreResult) -> None:
 
 
 def _readback_cmd(
+    ctx: typer.Context,
     args: Annotated[list[str], typer.Argument(help="NAME... OUT_DIR (or --all OUT_DIR)")],
     all_: Annotated[bool, typer.Option("--all", help="Every partition on the phone.")] = False,
     port: PortOpt = None, da: DaOpt = None, preloader: PreloaderOpt = None,
@@ -235,7 +316,8 @@ def _readback_cmd(
     req = ReadbackRequest(names=args[:-1], all=all_, out_dir=Path(args[-1]), port=port, da=da,
                           preloader=preloader, firmware_dir=firmware, wait=wait,
                           packet_size=packet_size, trace=trace)
-    result = readback(req, _progress)
+    with reporting_interrupts(ctx):
+        result = readback(req, _progress)
     out.result(result, lambda: _render_readback(result))
 
 

@@ -306,6 +306,12 @@ def wait_for_port(port: str | None, timeout: float, poll: float = 0.05,
     out once, before the first poll, so the user knows to plug in.
     """
     rep = Reporter(on_progress)
+    if port is not None and virtualports.lookup(port) is None:
+        moved = virtualports.follow(port)
+        if moved is not None:  # a virtual phone re-enumerated since this port was named
+            rep.info(f"the virtual phone that was on {port} is on {moved.port} now",
+                     port=moved.port, former=port)
+            port = moved.port
     if port is not None and _is_url(port):
         return port
     if port is not None and not os.path.exists(port) and not _may_appear_later(port) \

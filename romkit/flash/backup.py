@@ -6,6 +6,13 @@ NVRAM / PROTECT_F / PROTECT_S / PRO_INFO. romkit reads them (and SECCFG) into
 written atomically and hashed while it streams; `manifest.json` is written last, so a set is
 complete exactly when its manifest exists — an interrupted backup never looks usable.
 
+A set also records its own truth, because the newest set is not always the right one: a
+backup read *after* a format (an interrupted firmware upgrade, a format-all) holds erased
+calibration, and restoring it would make the IMEI loss permanent. Each manifest says when the
+set was taken (`when`) and which partitions read back blank (only 0x00 / 0xFF bytes); the
+default restore source is the newest *good* set — calibration not blank, not taken after a
+format. Sets are never deleted by romkit.
+
 This module knows nothing about the wire: it is handed a `RangeReader` (the engine wraps the
 DA session in one), which keeps it testable on plain files.
 """
@@ -16,14 +23,14 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from romkit import paths
 from romkit.errors import IntegrityError, UsageError
-from romkit.flash.streams import DigestSink, Sink, digest_file
+from romkit.flash.streams import CHUNK, DigestSink, Sink, digest_file, is_erased
 from romkit.fsutil import atomic_open, atomic_write_text
 from romkit.progress import Reporter
 
@@ -32,6 +39,25 @@ FORMAT_VERSION = 1
 
 # The partitions whose loss costs the user their IMEI or calibration, in backup order.
 CALIBRATION_PARTS: tuple[str, ...] = ("NVRAM", "PROTECT_F", "PROTECT_S", "PRO_INFO", "SECCFG")
+
+# When a set was taken, relative to the phone's history (see module doc):
+#   before-format  `flash` in a format mode, before its first format: the phone's own data
+#   before-write   `flash --mode download-only`, before its first write
+#   manual         `romkit backup` with no unfinished flash of this phone
+#   unfinished-run `romkit backup` while a flash of this phone is unfinished but has not
+#                  erased calibration yet (still the phone's own data)
+#   after-format   read while a journal says an unfinished run had erased calibration:
+#                  never a default restore source, whatever it holds
+#   unknown        a manifest written before sets carried this field
+When = Literal["before-format", "before-write", "manual", "unfinished-run", "after-format",
+               "unknown"]
+
+# ext4 superblock magic 0xEF53 at byte 0x438 (superblock at 1024, s_magic at +0x38): the
+# PROTECT_F/S partitions of MT65xx phones are small ext4 volumes (reference
+# spft-formats.md "IMEI and calibration"). Recorded as a structure note, not used to call a
+# partition blank: blank means erased bytes only.
+EXT4_MAGIC_AT = 0x438
+EXT4_MAGIC = b"\x53\xef"
 
 
 class StorageRange(BaseModel):
@@ -47,6 +73,8 @@ class BackupEntry(StorageRange):
     file: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     sum16: int = Field(ge=0, le=0xFFFF)
+    blank: bool | None = None  # only 0x00/0xFF bytes; None: older manifest, computed on load
+    structure: str | None = None  # e.g. "ext4" when a known structure was recognised
 
 
 class BackupManifest(BaseModel):
@@ -55,6 +83,7 @@ class BackupManifest(BaseModel):
     hw_code: int | None = None
     created: str
     reason: str = ""
+    when: When = "unknown"
     entries: list[BackupEntry]
 
 
@@ -71,6 +100,33 @@ class BackupSet(BaseModel):
 
     def entry(self, name: str) -> BackupEntry | None:
         return next((e for e in self.manifest.entries if e.name == name), None)
+
+    @property
+    def blank_parts(self) -> list[str]:
+        return [e.name for e in self.manifest.entries if e.blank]
+
+    @property
+    def calibration_blank(self) -> bool:
+        """NVRAM (where the IMEI lives) read back erased — or, in a set without NVRAM,
+        every partition did. Such a set cannot bring an IMEI back."""
+        nvram = next((e for e in self.manifest.entries if e.name.upper() == "NVRAM"), None)
+        if nvram is not None:
+            return bool(nvram.blank)
+        return all(e.blank for e in self.manifest.entries)
+
+    @property
+    def verdict(self) -> str:
+        """"good", "blank" or "after-format": what `restore --list` shows."""
+        if self.calibration_blank:
+            return "blank"
+        if self.manifest.when == "after-format":
+            return "after-format"
+        return "good"
+
+    @property
+    def good(self) -> bool:
+        """A set `restore` may pick by itself."""
+        return self.verdict == "good"
 
     def file_of(self, entry: BackupEntry) -> Path:
         return self.path / entry.file
@@ -126,9 +182,13 @@ def take_backup(
     *,
     hw_code: int | None = None,
     reason: str = "",
+    when: When = "manual",
     on_progress: Reporter | None = None,
 ) -> BackupSet:
-    """Read `ranges` from the phone into a new backup set and seal it with its manifest."""
+    """Read `ranges` from the phone into a new backup set and seal it with its manifest.
+
+    A set whose calibration reads blank is still written (it is the truth about the phone
+    at that moment) but marked, and a loud warning names the newest good set instead."""
     rep = on_progress or Reporter()
     if len(cid) != 16:
         raise UsageError(f"a backup needs the phone's 16-byte eMMC CID, got {len(cid)} bytes",
@@ -155,13 +215,46 @@ def take_backup(
             )
         done_before += rng.length
         entries.append(BackupEntry(**rng.model_dump(), file=fname, sha256=sink.sha256,
-                                   sum16=sink.sum16))
+                                   sum16=sink.sum16, blank=sink.erased_only,
+                                   structure=_structure(set_dir / fname)))
     manifest = BackupManifest(cid=cid.hex(), hw_code=hw_code,
                               created=datetime.now(UTC).isoformat(timespec="seconds"),
-                              reason=reason, entries=entries)
+                              reason=reason, when=when, entries=entries)
     atomic_write_text(set_dir / MANIFEST, manifest.model_dump_json(indent=2))
     rep.end("backup", f"calibration backup complete: {set_dir}")
-    return BackupSet(path=set_dir, manifest=manifest)
+    bset = BackupSet(path=set_dir, manifest=manifest)
+    if bset.calibration_blank:
+        good = good_set(cid)
+        rep.warning(
+            f"BLANK CALIBRATION: {', '.join(bset.blank_parts)} read back as erased bytes only "
+            f"— backup set {bset.name} holds no IMEI and will never be restored by default; "
+            + (f"the newest good set of this phone is {good.name}" if good is not None else
+               "no good backup set of this phone exists on this computer"))
+    return bset
+
+
+def _structure(path: Path) -> str | None:
+    """A recognisable structure at the start of a backed-up partition (informational)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(EXT4_MAGIC_AT + 2)
+    except OSError:
+        return None
+    if head[EXT4_MAGIC_AT:EXT4_MAGIC_AT + 2] == EXT4_MAGIC:
+        return "ext4"
+    return None
+
+
+def _file_erased(path: Path) -> bool:
+    """Blank check of a stored file (for manifests written before the `blank` field)."""
+    try:
+        with path.open("rb") as fh:
+            while chunk := fh.read(CHUNK):
+                if not is_erased(chunk):
+                    return False
+    except OSError:
+        return False
+    return True
 
 
 def parse_manifest(text: str | bytes, where: str = "manifest") -> BackupManifest:
@@ -190,7 +283,11 @@ def load_set(path: Path) -> BackupSet:
         raise IntegrityError(f"{path} is not a complete backup set (no {MANIFEST})",
                              hint="an interrupted backup leaves no manifest; use another set"
                              ) from exc
-    return BackupSet(path=path, manifest=parse_manifest(text, str(mpath)))
+    manifest = parse_manifest(text, str(mpath))
+    for e in manifest.entries:
+        if e.blank is None:
+            e.blank = _file_erased(path / e.file)
+    return BackupSet(path=path, manifest=manifest)
 
 
 def list_sets(cid: bytes | None = None) -> list[BackupSet]:
@@ -214,8 +311,14 @@ def list_sets(cid: bytes | None = None) -> list[BackupSet]:
     return sets
 
 
+def good_set(cid: bytes | None) -> BackupSet | None:
+    """The newest good set (of the phone with `cid`, or of any phone), or None."""
+    return next((s for s in list_sets(cid) if s.good), None)
+
+
 def find_set(ref: str | None, cid: bytes | None) -> BackupSet:
-    """Resolve what the user named: a path, `<cid>/<timestamp>`, a timestamp, or the newest."""
+    """Resolve what the user named: a path, `<cid>/<timestamp>`, a timestamp, or — when
+    nothing is named — the newest *good* set (never a blank or after-format one)."""
     if ref:
         as_path = Path(ref).expanduser()
         candidates = [as_path, backups_root() / ref]
@@ -227,8 +330,15 @@ def find_set(ref: str | None, cid: bytes | None) -> BackupSet:
         raise UsageError(f"no complete backup set named {ref!r}",
                          hint="list sets with `romkit restore --list`")
     sets = list_sets(cid)
+    who = f"phone {cid.hex()}" if cid is not None else "any phone"
     if not sets:
-        who = f"phone {cid.hex()}" if cid is not None else "any phone"
         raise UsageError(f"no calibration backup found for {who}",
                          hint="take one with `romkit backup` (flash takes one automatically)")
-    return sets[0]
+    good = next((s for s in sets if s.good), None)
+    if good is None:
+        raise UsageError(
+            f"no good calibration backup for {who}: all {len(sets)} set(s) hold blank "
+            "calibration or were read after a format",
+            hint="see `romkit restore --list`; name a set explicitly (`romkit restore SET`) "
+                 "only if you know it holds this phone's calibration")
+    return good

@@ -8,8 +8,12 @@ Order of business, each step a safety rule learnt from bricked phones:
 4. back up calibration before the first write (never silently skipped);
 5. write each image in large checksummed packets, streamed from disk, then read it back and
    compare sum16 *and* sha256; record every verified partition in the run journal, so that a
-   run stopped by a bad cable can be re-run and resumes where it stopped;
-6. write the new PMT and restore calibration when the mode changes the layout.
+   run stopped by a bad cable can be re-run and resumes where it stopped — but a partition
+   is only skipped after reading it back from the phone (another tool may have written it
+   since), and formats are always redone;
+6. write the new PMT and restore calibration when the mode changes the layout, from the
+   newest *good* backup: the one taken before an interrupted run erased calibration, never a
+   set that read back blank.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from romkit.errors import (
 from romkit.firmware.package import Firmware
 from romkit.firmware.preloader import to_boot1_image
 from romkit.flash import journal as jr
-from romkit.flash.backup import BackupSet, StorageRange, find_set, take_backup
+from romkit.flash.backup import BackupSet, StorageRange, When, find_set, good_set, take_backup
+from romkit.flash.interrupt import Interrupted
 from romkit.flash.link import (
     RangeIO,
     device_facts,
@@ -57,8 +62,9 @@ from romkit.flash.streams import CompareSink, DigestSink
 from romkit.progress import ProgressCallback, Reporter
 from romkit.workspace import resolve_firmware_dir
 
-RERUN_HINT = ("re-run the same command: partitions already verified are skipped and the run "
-              "continues from the one that failed")
+RERUN_HINT = ("re-run the same command: partitions already verified (and read back equal from "
+              "the phone) are skipped and the run continues from the one that failed")
+FORMAT_MODES = ("firmware-upgrade", "format-all")
 
 
 class FlashRequest(BaseModel):
@@ -69,6 +75,7 @@ class FlashRequest(BaseModel):
     da: Path | None = None
     options: PlanOptions = Field(default_factory=PlanOptions)
     dry_run: bool = False
+    fresh: bool = False  # ignore what an interrupted run verified: write and verify everything
     wait: float = 30.0
     packet_size: int = P.DA_PACKET_DEFAULT
     max_retries: int = 3  # per packet (NACK / bad checksum)
@@ -84,7 +91,7 @@ class PartitionResult(BaseModel):
     sha256: str
     sum16: int
     verified: bool
-    resumed: bool = False  # skipped: verified by an earlier, interrupted run
+    resumed: bool = False  # skipped: verified by an earlier run and read back equal now
     rewrites: int = 0
     seconds: float = 0.0
 
@@ -167,8 +174,20 @@ class _Runner:
                                   cid=cid.hex(), hw_code=hw_code, warnings=list(plan.warnings))
         prev = jr.load_journal(cid)
         self.prev = prev
-        self.journal = prev if prev is not None else jr.new_journal(cid, plan.mode)
-        self.backup: BackupSet | None = None
+        selection = selection_key(plan)
+        self.journal = jr.new_journal(cid, plan.mode)
+        self.journal.selection = selection
+        if prev is not None:
+            # the phone's history outlives a change of command or --fresh: an erased
+            # calibration and the set that holds it stay recorded until a run completes
+            self.journal.started = prev.started
+            self.journal.backup_set = prev.backup_set
+            self.journal.calibration_erased = prev.calibration_erased
+            if prev.selection == selection and not req.fresh:
+                self.journal.verified = list(prev.verified)
+        self.backup: BackupSet | None = None  # taken (or carried) by this run
+        self.restore_source: BackupSet | None = None  # where calibration comes back from
+        self.step = "connecting"
 
     # -- journal ---------------------------------------------------------------------------
     def _save(self) -> None:
@@ -202,7 +221,21 @@ class _Runner:
                                         if not p.resumed)
         return self.result
 
+    def state(self) -> str:
+        """One line for an interrupted run: what was left and where the safety net is."""
+        parts = [f"stopped while {self.step}"]
+        n = len(self.journal.verified)
+        parts.append(f"{n} partition(s) verified; journal kept: {jr.journal_path(self.cid)}")
+        if self.restore_source is not None:
+            parts.append(f"calibration backup: {self.restore_source.path}")
+        if self.journal.calibration_erased:
+            parts.append("calibration is ERASED on the phone until the run is completed"
+                         + (" (the rerun restores it)" if self.plan.mode == "firmware-upgrade"
+                            else " (then run `romkit restore`)"))
+        return "; ".join(parts)
+
     def _backup(self) -> None:
+        self.step = "reading the calibration backup (nothing written yet)"
         ranges = [StorageRange(name=o.partition, region=o.region, offset=o.offset,
                                length=o.length or 0) for o in self.plan.operations
                   if o.kind == "backup"]
@@ -219,24 +252,42 @@ class _Runner:
                 self.meter.add(sum(r.length for r in ranges))
         if self.backup is None and ranges:
             cb = _task_bytes_overall(self.meter)
+            when: When = ("after-format" if self.prev is not None
+                          and self.prev.calibration_erased else
+                          "before-format" if self.plan.mode in FORMAT_MODES else "before-write")
             self.backup = take_backup(self.cid, ranges, self.io.backup_reader(cb),
                                       hw_code=self.hw_code, reason=f"flash {self.plan.mode}",
-                                      on_progress=self.rep)
+                                      when=when, on_progress=self.rep)
             self.rep.info(f"calibration saved: {self.backup.name}", backup_set=self.backup.name,
                           path=str(self.backup.path))
         if not ranges and not carried:
             self.rep.warning("NO calibration backup taken (--no-backup): NVRAM/IMEI are not "
                              "saved by this run")
-        if self.backup is not None:
-            self.result.backup_set = self.backup.name
-            self.journal.backup_set = str(self.backup.path)
+        self.restore_source = self.backup
+        if self.backup is not None and not self.backup.good:
+            good = good_set(self.cid)
+            if good is not None:
+                self.restore_source = good
+                use = ("this run restores it" if self.plan.mode == "firmware-upgrade" else
+                       f"`romkit restore {good.name}` puts it back")
+                self.rep.warning(f"the calibration read from the phone is not usable "
+                                 f"({self.backup.verdict}); the newest good backup of this "
+                                 f"phone is {good.name} ({good.manifest.when}, "
+                                 f"{good.manifest.created}): {use}")
+            else:
+                self.rep.warning("NO GOOD calibration backup of this phone exists: its "
+                                 "calibration reads blank and nothing can bring the IMEI back "
+                                 "from this computer")
+        if self.restore_source is not None:
+            self.result.backup_set = self.restore_source.name
+            self.journal.backup_set = str(self.restore_source.path)
             self._save()
 
     def _format(self, op: Operation) -> None:
+        """Always done, also on a re-run: a format is cheap and idempotent, and the phone
+        may have been written by another tool since the interrupted run formatted it."""
         key = f"{op.region}:{op.offset:x}:{op.length:x}"
-        if self.prev is not None and key in self.journal.formatted:
-            self.rep.info(f"skipping format of {op.partition}: done by the interrupted run")
-            return
+        self.step = f"formatting {op.partition}"
         length = op.length or 0
         self._about_to_change(op.region, op.offset, length)
         if _touches_calibration(self.plan, op):
@@ -260,15 +311,21 @@ class _Runner:
     def _write_and_verify(self, op: Operation) -> None:
         length = op.length or 0
         assert op.sha256 is not None and op.sum16 is not None
-        if self.prev is not None and self.journal.is_verified(op.partition, op.region,
-                                                              op.offset, length, op.sha256):
-            self.rep.info(f"{op.partition}: already written and verified by the interrupted "
-                          "run, skipped")
-            self.meter.add(length * (2 if self.plan.options.verify else 1))
-            self.result.partitions.append(PartitionResult(
-                partition=op.partition, region=op.region, offset=op.offset, bytes=length,
-                sha256=op.sha256, sum16=op.sum16, verified=True, resumed=True))
-            return
+        if self.journal.is_verified(op.partition, op.region, op.offset, length, op.sha256):
+            # the journal is a hint: prove it on the phone (a read is cheap next to a write)
+            self.step = f"reading back {op.partition} to check the interrupted run's write"
+            self.meter.total += length
+            mismatch = self._verify(op, length)
+            if mismatch is None:
+                self.rep.info(f"{op.partition}: verified by the interrupted run and read back "
+                              "equal from the phone, skipped")
+                self.meter.add(length * (2 if self.plan.options.verify else 1))
+                self.result.partitions.append(PartitionResult(
+                    partition=op.partition, region=op.region, offset=op.offset, bytes=length,
+                    sha256=op.sha256, sum16=op.sum16, verified=True, resumed=True))
+                return
+            self.rep.warning(f"{op.partition}: the journal says it was verified, but the phone "
+                             f"holds other bytes (first at +0x{mismatch:X}): writing it again")
         t0 = time.monotonic()
         rewrites = 0
         while True:
@@ -323,6 +380,8 @@ class _Runner:
             raise _located(exc, op, last["done"], action) from exc
 
     def _write(self, op: Operation, length: int) -> None:
+        self.step = (f"writing {op.partition} ({op.region} 0x{op.offset:X}; the rerun writes "
+                     "it again)")
         with self._transfer(op, length, "write", "writing") as (stack, on_bytes):
             src = self._open_source(op, stack)
             got = self.io.write(op.region, op.offset, src, length, on_bytes)
@@ -337,6 +396,8 @@ class _Runner:
     def _verify(self, op: Operation, length: int) -> int | None:
         """Read back; None if sum16 and sha256 both match, else the first differing offset."""
         task = f"verify:{op.partition}"
+        if not self.step.startswith("reading back"):
+            self.step = f"reading back {op.partition} (written, not yet verified)"
         with self._transfer(op, length, "verify", "reading back") as (stack, on_bytes):
             sink = CompareSink(self._open_source(op, stack))
             got = self.io.read(StorageRange(name=op.partition, region=op.region,
@@ -352,19 +413,22 @@ class _Runner:
     def _write_pmt(self, op: Operation) -> None:
         table = build_pmt_region(PmtEntry(name=r.name, size=r.size, offset=r.offset)
                                  for r in self.plan.expected_pmt())
+        self.step = "writing the partition table (PMT)"
         self._about_to_change(op.region, op.offset, len(table))
         self._write_blob(op.partition, op.region, op.offset, table, "partition table")
         self.result.pmt_written = True
 
     def _restore(self, op: Operation) -> None:
-        if self.backup is None:
+        src = self.restore_source
+        if src is None:
             raise StorageError(f"cannot restore {op.partition}: no backup set in this run",
                                hint="run `romkit restore` with the set taken before the format")
-        entry = self.backup.entry(op.partition)
+        entry = src.entry(op.partition)
         if entry is None:
-            self.rep.warning(f"{op.partition} is not in backup {self.backup.name}; not restored")
+            self.rep.warning(f"{op.partition} is not in backup {src.name}; not restored")
             return
-        data = self.backup.file_of(entry).read_bytes()
+        self.step = f"restoring calibration {op.partition} from {src.path}"
+        data = src.file_of(entry).read_bytes()
         self._about_to_change(op.region, op.offset, len(data))
         self._write_blob(op.partition, op.region, op.offset, data, "calibration")
         self.result.restored.append(op.partition)
@@ -407,6 +471,12 @@ def _task_bytes_overall(meter: _Meter) -> Callable[[int], None]:
     return cb
 
 
+def selection_key(plan: FlashPlan) -> str:
+    """Which command a journal's entries belong to: the mode and the partitions written.
+    `--only boot` after an interrupted full run is another command and writes boot."""
+    return f"{plan.mode}:" + ",".join(sorted(i.partition for i in plan.images))
+
+
 def _touches_calibration(plan: FlashPlan, op: Operation) -> bool:
     end = op.offset + (op.length or 0)
     return any(c.region == op.region and c.offset < end and op.offset < c.offset + c.length
@@ -444,18 +514,39 @@ def flash(request: FlashRequest, on_progress: ProgressCallback | None = None) ->
         return FlashResult(mode=plan.mode, dry_run=True, plan=plan, warnings=plan.warnings)
     da_path = resolve_da(request.da, fw.flash_tool_dir)
     da, pre = load_link_files(da_path, Path(plan.preloader))
-    dev = open_device(request.port, da, pre, Path(plan.preloader), wait=request.wait, rep=rep,
-                      expected_hw_code=PLATFORM_HW_CODES.get((plan.platform or "").upper()),
-                      trace=request.trace)
+    try:
+        dev = open_device(request.port, da, pre, Path(plan.preloader), wait=request.wait,
+                          rep=rep,
+                          expected_hw_code=PLATFORM_HW_CODES.get((plan.platform or "").upper()),
+                          trace=request.trace)
+    except KeyboardInterrupt:
+        raise Interrupted("stopped while connecting to the phone; nothing was read or "
+                          "written") from None
+    prev: jr.RunJournal | None = None
     try:
         pmt = read_device_pmt(dev, rep)
+        prev = jr.load_journal(dev.cid)
         n_warn = len(plan.warnings)
-        plan = check_device(plan, device_facts(dev, pmt))
+        plan = check_device(plan, device_facts(dev, pmt),
+                            layout_erased_by_romkit=prev is not None
+                            and prev.mode in FORMAT_MODES)
         for w in plan.warnings[n_warn:]:
             rep.warning(w)
-    except (ValidationError, LayoutChangedError):
+    except LayoutChangedError as exc:
+        finish_quietly(dev)
+        if prev is not None and prev.mode in FORMAT_MODES and exc.spft_code == 8503:
+            raise LayoutChangedError(
+                f"{exc.message}: an interrupted `--mode {prev.mode}` run of this phone erased "
+                "it", hint=f"run the same `romkit flash --mode {prev.mode}` command again: it "
+                "writes the partition table from the scatter and finishes the run",
+                spft_code=exc.spft_code, details=exc.details) from exc
+        raise
+    except ValidationError:
         finish_quietly(dev)
         raise
+    except KeyboardInterrupt:
+        dev.close()
+        raise Interrupted("stopped while checking the phone; nothing was written") from None
     except BaseException:
         dev.close()
         raise
@@ -467,7 +558,10 @@ def flash(request: FlashRequest, on_progress: ProgressCallback | None = None) ->
     try:
         runner = _Runner(plan, RangeIO(dev, request.packet_size, request.max_retries), rep,
                          request, dev.cid, dev.hw_code)
-        result = runner.run()
+        try:
+            result = runner.run()
+        except KeyboardInterrupt:
+            raise Interrupted(runner.state()) from None
         result.port = dev.port
         try:
             dev.session.finish(P.FINISH_NORMAL)
@@ -476,7 +570,11 @@ def flash(request: FlashRequest, on_progress: ProgressCallback | None = None) ->
                                    f"not acknowledge FINISH ({exc.message}): unplug it")
     finally:
         dev.close()
-    if plan.mode == "format-all" and result.backup_set:
+    good = runner.restore_source is not None and runner.restore_source.good
+    if plan.mode == "format-all" and good:
         result.warnings.append(f"calibration was erased; put it back with `romkit restore "
                                f"{result.backup_set}`")
+    elif plan.mode == "format-all":
+        result.warnings.append("calibration was erased and no good backup of it exists on "
+                               "this computer (`romkit restore --list`)")
     return result

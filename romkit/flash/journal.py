@@ -1,14 +1,17 @@
 """Per-phone run journal: what an interrupted flash already finished, so a re-run can resume.
 
 A flash over a flaky cable may stop half-way. The journal (one JSON file per phone CID in the
-data dir, rewritten atomically after every verified partition) lets the next run skip the
-partitions it already verified — matched by partition, place and image sha256 — and, after
-an interrupted firmware upgrade, restore calibration from the backup taken *before* the
-format rather than from the already-erased partitions.
+data dir, rewritten atomically after every verified partition) tells the next run of the
+same command which partitions were already verified — matched by partition, place and image
+sha256 — and, after an interrupted firmware upgrade or format, that the phone's calibration
+and partition table are erased and which backup set (taken *before* the format) holds them.
 
-Rules that keep it honest: an entry is dropped (and the journal saved) before any write or
-format touches its range; a run that completes marks the journal complete, after which it no
-longer affects the next run.
+The journal is a hint, never proof: another tool may have written the phone since. A
+partition the journal lists is read back from the phone and compared before it is skipped;
+formats are always redone. Rules that keep it honest: an entry is dropped (and the journal
+saved) before any write or format touches its range; entries are only used by a re-run of
+the same selection (`selection`); a run that completes marks the journal complete, after
+which it no longer affects the next run.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class VerifiedWrite(BaseModel):
 class RunJournal(BaseModel):
     cid: str
     mode: str = ""
+    selection: str = ""  # mode + chosen partitions: which command these entries belong to
     started: str = ""
     complete: bool = False
     backup_set: str | None = None

@@ -146,6 +146,10 @@ class FlashPlan(BaseModel):
     operations: list[Operation]
     device: DeviceFacts | None = None
     warnings: list[str] = Field(default_factory=list)
+    # rows SP Flash Tool leaves unticked (no image, no file rule: Lenovo's PRELOAD): no
+    # mode writes or formats them — README: "romkit never writes PRELOAD unless you choose
+    # an image"
+    untouched: list[str] = Field(default_factory=list)
 
     @property
     def mode(self) -> str:
@@ -399,7 +403,7 @@ def build_plan(fw: Any, opts: PlanOptions, on_progress: Reporter | None = None) 
         firmware_dir=str(getattr(fw, "folder", "")), scatter=str(layout.source),
         platform=layout.platform, preloader=str(pre_path), options=opts, slots=slots,
         images=images, calibration=_calibration_from_slots(slots), operations=[],
-        warnings=warnings)
+        warnings=warnings, untouched=unticked)
     plan.operations = assemble(plan)
     return plan
 
@@ -431,8 +435,15 @@ def _layout_diff(expected: list[PmtRow], device: list[PmtRow]) -> list[str]:
     return diffs
 
 
-def check_device(plan: FlashPlan, facts: DeviceFacts) -> FlashPlan:
-    """Check the plan against the connected phone; return the final plan or refuse."""
+def check_device(plan: FlashPlan, facts: DeviceFacts, *,
+                 layout_erased_by_romkit: bool = False) -> FlashPlan:
+    """Check the plan against the connected phone; return the final plan or refuse.
+
+    `layout_erased_by_romkit`: the phone's journal says an unfinished format-mode run of
+    romkit erased its PMT. A firmware upgrade then goes on with the scatter's layout (it
+    writes the PMT anyway) instead of stopping with 8503 — that stop was a dead end, since the
+    calibration it told the user to back up was already erased.
+    """
     findings: list[Finding] = []
     want_hw = PLATFORM_HW_CODES.get((plan.platform or "").upper())
     if want_hw is not None and want_hw != facts.hw_code:
@@ -465,11 +476,16 @@ def check_device(plan: FlashPlan, facts: DeviceFacts) -> FlashPlan:
     mode = plan.options.mode
     if mode != "format-all":
         if facts.pmt is not None and not facts.pmt:
-            raise LayoutChangedError(
-                "the phone has no valid partition table (PMT)",
-                hint="a blank or damaged phone needs `--mode format-all` (take `romkit "
-                     "backup` first if its calibration is still readable)",
-                spft_code=SPFT_PMT_UNAVAILABLE)
+            if mode == "firmware-upgrade" and layout_erased_by_romkit:
+                plan.warnings.append("no partition table on the phone: the interrupted run "
+                                     "erased it; continuing with the scatter's layout")
+            else:
+                raise LayoutChangedError(
+                    "the phone has no valid partition table (PMT)",
+                    hint="a blank or damaged phone needs `--mode format-all`, then `romkit "
+                         "restore` (it picks the newest backup set whose calibration is not "
+                         "blank; `romkit restore --list` shows them)",
+                    spft_code=SPFT_PMT_UNAVAILABLE)
         if mode == "download-only" and facts.pmt:
             diffs = _layout_diff(plan.expected_pmt(), facts.pmt)
             if diffs:
@@ -550,7 +566,8 @@ def assemble(plan: FlashPlan) -> list[Operation]:
                              note="whole user area, calibration included"))
     elif opts.mode == "firmware-upgrade":
         for s in plan.slots:
-            if s.region == REGION_USER and s.name not in written:
+            if (s.region == REGION_USER and s.name not in written
+                    and s.name not in plan.untouched):
                 ops.append(Operation(kind="format", partition=s.name, region=s.region,
                                      offset=s.offset, length=_slot_length(plan, s)))
     for img in plan.images:

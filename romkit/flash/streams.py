@@ -31,6 +31,14 @@ def sum16_update(total: int, data: bytes | bytearray | memoryview) -> int:
     return (total + int(np.frombuffer(data, dtype=np.uint8).sum(dtype=np.uint64))) & 0xFFFF
 
 
+def is_erased(data: bytes | bytearray | memoryview) -> bool:
+    """True if every byte is 0x00 or 0xFF: what an erased or trimmed eMMC range reads as
+    (0x00 after a DA format or TRIM, 0xFF on parts that erase to ones). Real calibration
+    always holds other bytes, so such a range carries no IMEI or calibration."""
+    a = np.frombuffer(data, dtype=np.uint8)
+    return not bool(np.any((a != 0x00) & (a != 0xFF)))
+
+
 class DigestSink:
     """A write-only stream that records sha256, byte sum and length, optionally teeing to `out`."""
 
@@ -39,11 +47,14 @@ class DigestSink:
         self._sha = hashlib.sha256()
         self.sum16 = 0
         self.length = 0
+        self.erased_only = True  # no byte other than 0x00 / 0xFF seen so far
 
     def write(self, data: bytes, /) -> int:
         self._sha.update(data)
         self.sum16 = sum16_update(self.sum16, data)
         self.length += len(data)
+        if self.erased_only and len(data):
+            self.erased_only = is_erased(data)
         if self._out is not None:
             self._out.write(data)
         return len(data)

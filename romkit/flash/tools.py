@@ -2,7 +2,9 @@
 
 They share the flash engine's bring-up (DA + the preloader's EMI table) and its rules: every
 byte read from the phone is hashed as it streams to an atomic file, and every byte written back
-is proved by reading it again.
+is proved by reading it again. `restore` writes a partition only where the phone's current
+layout has it, at the offset the backup recorded, unless the user explicitly allows a
+mismatch: a backup offset that now belongs to another partition would overwrite it.
 """
 
 from __future__ import annotations
@@ -18,15 +20,18 @@ from romkit.device.connect import Device
 from romkit.errors import StorageError, UsageError, ValidationError
 from romkit.firmware.package import Firmware
 from romkit.firmware.scatter import REGION_BOOT1, REGION_USER
+from romkit.flash import journal as jr
 from romkit.flash.backup import (
     CALIBRATION_PARTS,
     BackupEntry,
     BackupSet,
     StorageRange,
+    When,
     find_set,
     list_sets,
     take_backup,
 )
+from romkit.flash.interrupt import Interrupted
 from romkit.flash.link import (
     RangeIO,
     load_link_files,
@@ -58,8 +63,11 @@ class BackupRequest(PhoneRequest):
 
 
 class RestoreRequest(PhoneRequest):
-    set_ref: str | None = None  # path, <cid>/<timestamp>, timestamp; None = newest
+    set_ref: str | None = None  # path, <cid>/<timestamp>, timestamp; None = newest good set
     dry_run: bool = False
+    # restore a partition the phone's layout moved at its current place, and one it no
+    # longer has at the offset recorded in the backup (overwriting whatever lives there)
+    allow_layout_mismatch: bool = False
 
 
 class ReadbackRequest(PhoneRequest):
@@ -82,6 +90,9 @@ class BackupResult(BaseModel):
     path: str
     cid: str
     ranges: list[RangeResult]
+    when: str = "manual"
+    verdict: str = "good"  # good | blank | after-format (see backup.BackupSet.verdict)
+    blank: list[str] = Field(default_factory=list)
 
 
 class RestoreResult(BaseModel):
@@ -90,6 +101,7 @@ class RestoreResult(BaseModel):
     cid: str | None
     ranges: list[RangeResult]
     verified: list[str] = Field(default_factory=list)
+    verdict: str = "good"
 
 
 class ReadbackResult(BaseModel):
@@ -124,6 +136,14 @@ def _connect(req: PhoneRequest, rep: Reporter) -> tuple[Device, Firmware | None]
     platform = (fw.layout.platform or "").upper() if fw is not None else ""
     return open_device(req.port, da, pre, pre_path, wait=req.wait, rep=rep,
                        expected_hw_code=PLATFORM_HW_CODES.get(platform), trace=req.trace), fw
+
+
+def _interruptible_connect(req: PhoneRequest, rep: Reporter) -> tuple[Device, Firmware | None]:
+    try:
+        return _connect(req, rep)
+    except KeyboardInterrupt:
+        raise Interrupted("stopped while connecting to the phone; nothing was read or "
+                          "written") from None
 
 
 def _user_range(name: str, row_offset: int, size: int) -> StorageRange:
@@ -166,20 +186,33 @@ def backup_phone(req: BackupRequest, on_progress: ProgressCallback | None = None
                  ) -> BackupResult:
     """Read the calibration partitions into a new backup set."""
     rep = Reporter(on_progress)
-    dev, fw = _connect(req, rep)
+    dev, fw = _interruptible_connect(req, rep)
     try:
         ranges = _calibration(_phone_layout(dev, fw, rep))
         if not ranges:
             raise StorageError("no calibration partitions (NVRAM, PROTECT_F, …) found",
                                hint="check that this is an MT6589 phone with a partition table")
+        prev = jr.load_journal(dev.cid)
+        when: When = ("manual" if prev is None else
+                      "after-format" if prev.calibration_erased else "unfinished-run")
+        if when == "after-format":
+            rep.warning("an unfinished romkit flash of this phone erased its calibration: "
+                        "this backup is marked after-format and is never restored by default")
         rio = RangeIO(dev, req.packet_size)
-        bset = take_backup(dev.cid, ranges, rio.backup_reader(), hw_code=dev.hw_code,
-                           reason="romkit backup", on_progress=rep)
+        try:
+            bset = take_backup(dev.cid, ranges, rio.backup_reader(), hw_code=dev.hw_code,
+                               reason="romkit backup", when=when, on_progress=rep)
+        except KeyboardInterrupt:
+            raise Interrupted("stopped while reading the calibration backup; only read from "
+                              "the phone, no backup set was completed (its folder without "
+                              "manifest is never used)") from None
         dev.session.finish(P.FINISH_NORMAL)
     finally:
         dev.close()
     return BackupResult(set_name=bset.name, path=str(bset.path), cid=dev.cid.hex(),
-                        ranges=[_from_entry(e) for e in bset.manifest.entries])
+                        ranges=[_from_entry(e) for e in bset.manifest.entries],
+                        when=bset.manifest.when, verdict=bset.verdict,
+                        blank=bset.blank_parts)
 
 
 def _from_entry(e: BackupEntry) -> RangeResult:
@@ -199,50 +232,105 @@ def restore_phone(req: RestoreRequest, on_progress: ProgressCallback | None = No
     if req.dry_run and req.port is None:
         bset = find_set(req.set_ref, None)
         bset.verify()
+        _warn_not_good(bset, rep)
         return RestoreResult(set_name=bset.name, dry_run=True, cid=bset.manifest.cid,
-                             ranges=[_from_entry(e) for e in bset.manifest.entries])
-    dev, fw = _connect(req, rep)
+                             ranges=[_from_entry(e) for e in bset.manifest.entries],
+                             verdict=bset.verdict)
+    dev, fw = _interruptible_connect(req, rep)
     try:
         bset = find_set(req.set_ref, dev.cid)
         bset.verify()
+        _warn_not_good(bset, rep)
         if bset.manifest.cid != dev.cid.hex():
             raise ValidationError(
                 f"backup set {bset.name} belongs to phone {bset.manifest.cid}, this phone is "
                 f"{dev.cid.hex()}",
                 hint="restore a phone's own calibration only (IMEI and RF calibration are "
                      "per unit); list this phone's sets with `romkit restore --list`")
-        places = {r.name.upper(): r for r in _phone_layout(dev, fw, rep)}
-        plan: list[tuple[RangeResult, Path]] = []
-        for e in bset.manifest.entries:
-            target = places.get(e.name.upper())
-            offset = target.offset if target is not None else e.offset
-            if target is not None and target.length < e.length:
-                raise ValidationError(
-                    f"{e.name} on the phone ({target.length} bytes) is smaller than its backup "
-                    f"({e.length} bytes)",
-                    hint="flash the firmware whose layout the backup was taken with first")
-            if target is not None and target.offset != e.offset:
-                rep.warning(f"{e.name} moved since the backup (0x{e.offset:X} → "
-                            f"0x{offset:X}); restoring at its current place")
-            plan.append((RangeResult(name=e.name, region=e.region, offset=offset,
-                                     length=e.length, sha256=e.sha256, file=e.file),
-                         bset.file_of(e)))
+        plan = _restore_places(bset, _phone_layout(dev, fw, rep), req.allow_layout_mismatch,
+                               rep)
         result = RestoreResult(set_name=bset.name, dry_run=req.dry_run, cid=dev.cid.hex(),
-                               ranges=[r for r, _ in plan])
+                               ranges=[r for r, _ in plan], verdict=bset.verdict)
         if not req.dry_run:
             rio = RangeIO(dev, req.packet_size)
             total = sum(r.length for r, _ in plan)
             rep.start("restore", f"restore {bset.name}", total)
             base = 0
             for rng, path in plan:
-                _restore_one(rio, rng, path, rep, base, total)
+                try:
+                    _restore_one(rio, rng, path, rep, base, total)
+                except KeyboardInterrupt:
+                    raise Interrupted(
+                        f"stopped while restoring {rng.name} ({rng.region} 0x{rng.offset:X}): "
+                        f"it may be half written on the phone; restored and verified so far: "
+                        f"{', '.join(result.verified) or 'none'}; backup set kept: "
+                        f"{bset.path}", set_name=bset.name) from None
                 base += rng.length
                 result.verified.append(rng.name)
             rep.end("restore", f"restored and verified {len(plan)} partitions")
         dev.session.finish(P.FINISH_NORMAL)
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Interrupted):
+            raise
+        raise Interrupted("stopped before the restore wrote anything", set_name=req.set_ref
+                          ) from None
     finally:
         dev.close()
     return result
+
+
+def _warn_not_good(bset: BackupSet, rep: Reporter) -> None:
+    if not bset.good:
+        rep.warning(f"backup set {bset.name} is marked {bset.verdict.upper()} "
+                    f"({', '.join(bset.blank_parts) or 'taken after a format'}): restoring it "
+                    "does not bring an IMEI back")
+
+
+def _restore_places(bset: BackupSet, layout: list[StorageRange], allow_mismatch: bool,
+                    rep: Reporter) -> list[tuple[RangeResult, Path]]:
+    """Where each backed-up partition goes: its place in the phone's *current* layout.
+
+    A partition the layout no longer has, or has at another offset or region, is refused
+    unless `allow_mismatch`: the recorded offset may now belong to another partition.
+    """
+    places = {r.name.upper(): r for r in layout}
+    plan: list[tuple[RangeResult, Path]] = []
+    problems: list[str] = []
+    for e in bset.manifest.entries:
+        target = places.get(e.name.upper())
+        if target is None:
+            if not allow_mismatch:
+                problems.append(f"{e.name} is not in the phone's current partition layout")
+                continue
+            rep.warning(f"{e.name} is not in the phone's layout; writing it at its backup "
+                        f"offset {e.region} 0x{e.offset:X} as --allow-layout-mismatch asks")
+            region, offset = e.region, e.offset
+        else:
+            region, offset = target.region, target.offset
+            if (region, offset) != (e.region, e.offset):
+                if not allow_mismatch:
+                    problems.append(f"{e.name} moved since the backup ({e.region} "
+                                    f"0x{e.offset:X} → {region} 0x{offset:X})")
+                    continue
+                rep.warning(f"{e.name} moved since the backup (0x{e.offset:X} → "
+                            f"0x{offset:X}); restoring at its current place")
+            if target.length < e.length:
+                raise ValidationError(
+                    f"{e.name} on the phone ({target.length} bytes) is smaller than its backup "
+                    f"({e.length} bytes)",
+                    hint="flash the firmware whose layout the backup was taken with first")
+        plan.append((RangeResult(name=e.name, region=region, offset=offset, length=e.length,
+                                 sha256=e.sha256, file=e.file), bset.file_of(e)))
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ValidationError(
+            f"the phone's layout does not match backup set {bset.name}: {problems[0]}{more}; "
+            "nothing was written",
+            hint="flash the firmware the backup was taken with (its scatter), then restore; "
+                 "or, if you are sure, pass --allow-layout-mismatch (moved partitions go to "
+                 "their current place, missing ones to the backup's offset)",
+            findings=problems)
+    return plan
 
 
 def _restore_one(rio: RangeIO, rng: RangeResult, path: Path, rep: Reporter, base: int,
@@ -276,7 +364,8 @@ def readback(req: ReadbackRequest, on_progress: ProgressCallback | None = None
         raise UsageError("name the partitions to read back, or pass --all",
                          hint="e.g. `romkit readback NVRAM ./dump` or `romkit readback --all "
                               "./dump`")
-    dev, fw = _connect(req, rep)
+    dev, fw = _interruptible_connect(req, rep)
+    results: list[RangeResult] = []
     try:
         layout = _phone_layout(dev, fw, rep)
         if req.all:
@@ -292,13 +381,18 @@ def readback(req: ReadbackRequest, on_progress: ProgressCallback | None = None
         rio = RangeIO(dev, req.packet_size)
         total = sum(r.length for r in chosen)
         rep.start("readback", f"read back {len(chosen)} partition(s)", total)
-        results: list[RangeResult] = []
         base = 0
         for rng in chosen:
             dest = req.out_dir / f"{rng.name}.bin"
-            with atomic_open(dest, "wb") as fh:
-                sink = DigestSink(fh)
-                rio.read(rng, sink, _offset_updates(rep, "readback", base, total))
+            try:
+                with atomic_open(dest, "wb") as fh:
+                    sink = DigestSink(fh)
+                    rio.read(rng, sink, _offset_updates(rep, "readback", base, total))
+            except KeyboardInterrupt:
+                done = ", ".join(r.name for r in results) or "none"
+                raise Interrupted(f"stopped while reading {rng.name} (only read from the "
+                                  f"phone; no partial {dest.name} is left); complete in "
+                                  f"{req.out_dir}: {done}") from None
             base += rng.length
             results.append(RangeResult(name=rng.name, region=rng.region, offset=rng.offset,
                                        length=rng.length, sha256=sink.sha256, file=str(dest)))
