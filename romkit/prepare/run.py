@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from romkit.prepare.apply import apply_plan
 from romkit.prepare.models import PrepareRequest, PrepareResult
+from romkit.prepare.modem import discard_work
 from romkit.prepare.plan import plan_prepare
 from romkit.prepare.undo import undo_last
 from romkit.progress import ProgressCallback
@@ -20,4 +21,7 @@ def prepare(request: PrepareRequest, on_progress: ProgressCallback | None = None
                              applied=not request.dry_run, undo=undo,
                              validation=undo.validation)
     plan = plan_prepare(request, on_progress)
-    return apply_plan(plan, on_progress)
+    try:
+        return apply_plan(plan, on_progress)
+    finally:
+        discard_work(plan.folder)  # the new system.img was copied in (or not wanted)

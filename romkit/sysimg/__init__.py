@@ -5,7 +5,13 @@ set inside `/system` (find, show, replace keeping attributes).
 modem set into a system image; `romkit prepare --modem` uses it with a backup and a record.
 """
 
-from romkit.sysimg.ext4 import ToolMissingError, install_command, require_tools, tool_versions
+from romkit.sysimg.ext4 import (
+    NotExt4Error,
+    ToolMissingError,
+    install_command,
+    require_tools,
+    tool_versions,
+)
 from romkit.sysimg.modemset import (
     InstalledFile,
     ModemFileInfo,
@@ -23,6 +29,7 @@ __all__ = [
     "ModemFileInfo",
     "ModemInstall",
     "ModemSetInfo",
+    "NotExt4Error",
     "ToolMissingError",
     "expanded_sha256",
     "image_form",

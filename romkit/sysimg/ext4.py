@@ -106,6 +106,12 @@ def _env() -> dict[str, str]:
     return env
 
 
+class NotExt4Error(FirmwareFormatError):
+    """e2fsprogs cannot open the filesystem at all (no ext2/3/4 superblock it accepts)."""
+
+    default_hint = "pass the build's own system.img (an ext4 image, raw or Android sparse)"
+
+
 class Inode(BaseModel):
     """The attributes of a file that a replacement must keep."""
 
@@ -298,7 +304,13 @@ class Ext4Image:
         return h.hexdigest(), size, last
 
     def space(self) -> FsSpace:
-        proc = self._run([self.tools["dumpe2fs"], "-h", str(self.path)])
+        """Block size, counts and free blocks/inodes (`dumpe2fs -h`); NotExt4Error when
+        e2fsprogs cannot open the filesystem."""
+        proc = self._run([self.tools["dumpe2fs"], "-h", str(self.path)], check=False)
+        if proc.returncode != 0:
+            errs = _errors(proc.stderr)
+            raise NotExt4Error(f"{self.path.name}: e2fsprogs cannot open the filesystem"
+                               f"{': ' + errs[-1] if errs else ''}")
         fields: dict[str, int] = {}
         for key in ("Block size", "Block count", "Free blocks", "Free inodes"):
             m = re.search(rf"^{key}:\s+(\d+)", proc.stdout, re.MULTILINE)

@@ -99,6 +99,7 @@ class ModemInstall(BaseModel):
     free_after: int | None = None
     fsck: str = ""
     dry_run: bool = False
+    unchanged: bool = False  # the image already holds exactly this set under these names
     output: str | None = None
     output_size: int | None = None
     output_sha256: str | None = None
@@ -135,19 +136,19 @@ def work_space_needed(path: Path) -> int:
     return size
 
 
-def _check_free(where: Path, need: int, what: str) -> None:
+def check_free(where: Path, need: int, what: str) -> None:
     try:
         free = shutil.disk_usage(where).free
     except OSError as exc:
         raise DiskError(f"cannot measure free space at {where}: {exc.strerror or exc}",
                         hint="check the folder exists and is writable") from exc
     if free < need + SPACE_MARGIN:
-        raise DiskError(f"{what} needs {_mib(need + SPACE_MARGIN)} free at {where}; only "
-                        f"{_mib(free)} is free", hint="free some disk space (or move the "
+        raise DiskError(f"{what} needs {mib(need + SPACE_MARGIN)} free at {where}; only "
+                        f"{mib(free)} is free", hint="free some disk space (or move the "
                         "firmware folder to a bigger disk) and run the command again")
 
 
-def _mib(n: int) -> str:
+def mib(n: int) -> str:
     return f"{n / 2**20:.0f} MiB"
 
 
@@ -415,10 +416,13 @@ def install_modem(system_img: Path, modem_dir: Path, output: Path | None = None,
                                    modem_path.name)
     md.check_modem_platform(header, platform, modem_path.name)
     out_path = Path(output) if output is not None else system_img
+    if image_form(system_img) == "raw":
+        Ext4Image(system_img).space()  # read-only probe: NotExt4Error before any copy
     with _work_dir(out_path.parent, work_dir) as work:
-        _check_free(work, work_space_needed(system_img), f"changing {system_img.name}")
+        check_free(work, work_space_needed(system_img), f"changing {system_img.name}")
         with raw_working_copy(system_img, work, rep) as (raw, form, layout):
             img = Ext4Image(raw)
+            img.space()  # NotExt4Error for a sparse image that holds no ext4 filesystem
             rep.info(f"checking the filesystem of {system_img.name}")
             clean, report = img.fsck()
             if not clean:
@@ -444,6 +448,9 @@ def install_modem(system_img: Path, modem_dir: Path, output: Path | None = None,
             result.warnings += md.check_modem_set(files, header, required=sorted(required),
                                                   suffix=suffix)
             items, olds = _replacements(img, group, kinds, suffix, result)
+            if _already(img, items):
+                result.unchanged = True
+                return result
             space = img.space()
             result.free_before = space.free_blocks * space.block_size
             _check_fs_space(space, items, olds, system_img.name)
@@ -502,6 +509,17 @@ def _replacements(img: Ext4Image, group: list[_Found],
         items.append((kind, Replacement(directory=first.directory, name=new_name, source=path,
                                         attrs=attrs, remove=sorted(f.entry.name for f in old))))
     return items, olds
+
+
+def _already(img: Ext4Image, items: list[tuple[str, Replacement]]) -> bool:
+    """Whether every file is already in place under its name with the same bytes."""
+    for _kind, it in items:
+        if it.remove != [it.name]:
+            return False
+        sha, _size, _ = img.read(f"{it.directory}/{it.name}")
+        if sha != _sha_file(it.source):
+            return False
+    return True
 
 
 def _check_fs_space(space: FsSpace, items: list[tuple[str, Replacement]], olds: list[Inode],
