@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -103,6 +104,52 @@ def _copy_exact(src: BinaryIO, dst: BinaryIO, n: int, source: str) -> None:
         n -= len(data)
 
 
+def _chunks(fh: BinaryIO, layout: SparseLayout, name: str
+            ) -> Iterator[tuple[int, int, int, bytes]]:
+    """(type, first block, block count, FILL pattern) per chunk, every size checked.
+
+    For RAW chunks the caller must read exactly count × block size bytes before the next.
+    """
+    chdr = layout.chunk_header_size
+    blk = layout.block_size
+    pos = 0
+    for _ in range(layout.chunks):
+        raw = fh.read(chdr)
+        if len(raw) < chdr:
+            raise _bad(name, "truncated chunk header")
+        ctype, _res, csz, total_sz = CHUNK_HEADER.unpack_from(raw)
+        if pos + csz > layout.total_blocks:
+            raise _bad(name, "chunks hold more blocks than the header says")
+        body = total_sz - chdr
+        pattern = b""
+        if ctype == CHUNK_RAW:
+            if body != csz * blk:
+                raise _bad(name, "RAW chunk size does not match its block count")
+        elif ctype == CHUNK_FILL:
+            if body != 4:
+                raise _bad(name, "FILL chunk without a 4-byte pattern")
+            pattern = fh.read(4)
+            if len(pattern) < 4:
+                raise _bad(name, "truncated FILL chunk")
+        elif ctype == CHUNK_DONT_CARE:
+            if body != 0:
+                raise _bad(name, "DONT_CARE chunk with a body")
+        elif ctype == CHUNK_CRC32:
+            if body != 4 or csz != 0:
+                raise _bad(name, "malformed CRC32 chunk")
+            fh.read(4)
+        else:
+            raise _bad(name, f"unknown chunk type 0x{ctype:04X}")
+        yield ctype, pos, csz, pattern
+        pos += csz
+    if pos != layout.total_blocks:
+        raise _bad(name, f"chunks cover {pos} of {layout.total_blocks} blocks")
+
+
+def _fill_unit(pattern: bytes, blk: int) -> bytes:
+    return pattern * (blk * IO_BLOCKS // 4)
+
+
 def unsparse(src: Path, dst: Path, reporter: Reporter | None = None) -> SparseLayout:
     """Expand sparse `src` into raw `dst`; DONT_CARE runs become holes (zeros when read).
 
@@ -114,56 +161,28 @@ def unsparse(src: Path, dst: Path, reporter: Reporter | None = None) -> SparseLa
     try:
         with src.open("rb") as fh, dst.open("wb") as out:
             layout = read_header(fh, name)
-            chdr = layout.chunk_header_size
             blk = layout.block_size
             rep.start("unsparse", f"expanding {name}", total=layout.expanded_size)
-            pos = 0  # in blocks
-            for _ in range(layout.chunks):
-                raw = fh.read(chdr)
-                if len(raw) < chdr:
-                    raise _bad(name, "truncated chunk header")
-                ctype, _res, csz, total_sz = CHUNK_HEADER.unpack_from(raw)
-                if pos + csz > layout.total_blocks:
-                    raise _bad(name, "chunks hold more blocks than the header says")
-                body = total_sz - chdr
+            for ctype, pos, csz, pattern in _chunks(fh, layout, name):
                 if ctype == CHUNK_RAW:
-                    if body != csz * blk:
-                        raise _bad(name, "RAW chunk size does not match its block count")
                     out.seek(pos * blk)
-                    _copy_exact(fh, out, body, name)
+                    _copy_exact(fh, out, csz * blk, name)
                     layout.raw_chunks += 1
                 elif ctype == CHUNK_FILL:
-                    if body != 4:
-                        raise _bad(name, "FILL chunk without a 4-byte pattern")
-                    pattern = fh.read(4)
-                    if len(pattern) < 4:
-                        raise _bad(name, "truncated FILL chunk")
                     out.seek(pos * blk)
-                    unit = pattern * (blk // 4) * min(csz, IO_BLOCKS) if csz else b""
+                    unit = _fill_unit(pattern, blk)
                     left = csz
                     while left:
                         n = min(left, IO_BLOCKS)
                         out.write(unit[:n * blk])
                         left -= n
                     layout.fill_chunks += 1
-                elif ctype == CHUNK_DONT_CARE:
-                    if body != 0:
-                        raise _bad(name, "DONT_CARE chunk with a body")
-                    if csz:
-                        if layout.dont_care and layout.dont_care[-1][1] == pos:
-                            layout.dont_care[-1] = (layout.dont_care[-1][0], pos + csz)
-                        else:
-                            layout.dont_care.append((pos, pos + csz))
-                elif ctype == CHUNK_CRC32:
-                    if body != 4 or csz != 0:
-                        raise _bad(name, "malformed CRC32 chunk")
-                    fh.read(4)
-                else:
-                    raise _bad(name, f"unknown chunk type 0x{ctype:04X}")
-                pos += csz
-                rep.update("unsparse", pos * blk)
-            if pos != layout.total_blocks:
-                raise _bad(name, f"chunks cover {pos} of {layout.total_blocks} blocks")
+                elif ctype == CHUNK_DONT_CARE and csz:
+                    if layout.dont_care and layout.dont_care[-1][1] == pos:
+                        layout.dont_care[-1] = (layout.dont_care[-1][0], pos + csz)
+                    else:
+                        layout.dont_care.append((pos, pos + csz))
+                rep.update("unsparse", (pos + csz) * blk)
             out.truncate(layout.expanded_size)
             rep.end("unsparse")
     except OSError as exc:
@@ -312,38 +331,22 @@ def expanded_sha256(path: Path) -> str:
             layout = read_header(fh, name)
             blk = layout.block_size
             zeros = bytes(blk * IO_BLOCKS)
-            for _ in range(layout.chunks):
-                raw = fh.read(layout.chunk_header_size)
-                if len(raw) < layout.chunk_header_size:
-                    raise _bad(name, "truncated chunk header")
-                ctype, _res, csz, total_sz = CHUNK_HEADER.unpack_from(raw)
-                body = total_sz - layout.chunk_header_size
+            for ctype, _pos, csz, pattern in _chunks(fh, layout, name):
                 if ctype == CHUNK_RAW:
                     left = csz * blk
-                    if body != left:
-                        raise _bad(name, "RAW chunk size does not match its block count")
                     while left:
                         data = fh.read(min(left, 4 * 1024 * 1024))
                         if not data:
-                            raise _bad(name, "truncated RAW chunk")
+                            raise _bad(name, "truncated: a RAW chunk ends early")
                         h.update(data)
                         left -= len(data)
-                elif ctype in (CHUNK_FILL, CHUNK_DONT_CARE):
-                    unit = zeros
-                    if ctype == CHUNK_FILL:
-                        pattern = fh.read(4)
-                        if body != 4 or len(pattern) < 4:
-                            raise _bad(name, "malformed FILL chunk")
-                        unit = pattern * (blk * IO_BLOCKS // 4)
-                    left = csz
-                    while left:
-                        n = min(left, IO_BLOCKS)
-                        h.update(unit[:n * blk])
-                        left -= n
-                elif ctype == CHUNK_CRC32:
-                    fh.read(body)
-                else:
-                    raise _bad(name, f"unknown chunk type 0x{ctype:04X}")
+                    continue
+                unit = _fill_unit(pattern, blk) if ctype == CHUNK_FILL else zeros
+                left = csz
+                while left:
+                    n = min(left, IO_BLOCKS)
+                    h.update(unit[:n * blk])
+                    left -= n
     except OSError as exc:
         raise DiskError(f"cannot read {path}: {exc.strerror or exc}",
                         hint="check the file and its permissions") from exc
