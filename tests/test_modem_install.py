@@ -352,3 +352,56 @@ def test_cli_show_and_prepare_json(capsys: pytest.CaptureFixture[str], tmp_path:
     assert {f["name"] for f in install["files"]} >= {"modem_1_3g_n.img"}
     code, text, err = run_main(capsys, "modem", "show", str(tmp_path / "nothing-here"))
     assert code != 0 and "error:" in err and "hint:" in err and "Traceback" not in err
+
+
+def free_blocks(image: Path) -> set[int]:
+    """Free blocks by dumpe2fs's per-group lists (parsed here, not by romkit)."""
+    out = subprocess.run([tool("dumpe2fs"), str(image)], capture_output=True, text=True).stdout
+    free: set[int] = set()
+    for m in re.finditer(r"^\s+Free blocks: (.+)$", out, re.MULTILINE):
+        for item in m[1].split(","):
+            a, _, b = item.strip().partition("-")
+            free.update(range(int(a), int(b or a) + 1))
+    return free
+
+
+def dont_care_blocks(sparse: Path) -> set[int]:
+    blob = sparse.read_bytes()
+    nchunks = int.from_bytes(blob[20:24], "little")
+    pos, block, out = 28, 0, set()
+    for _ in range(nchunks):
+        ctype = int.from_bytes(blob[pos:pos + 2], "little")
+        n = int.from_bytes(blob[pos + 4:pos + 8], "little")
+        size = int.from_bytes(blob[pos + 8:pos + 12], "little")
+        if ctype == 0xCAC3:
+            out.update(range(block, block + n))
+        block += n
+        pos += size
+    return out
+
+
+def test_sparse_dont_care_only_over_free_blocks(tmp_path: Path, old_set: dict[str, bytes],
+                                                new_dir: Path) -> None:
+    """A make_ext4fs-style image (free space as DONT_CARE) keeps DONT_CARE only where the
+    changed filesystem has free blocks: no block debugfs wrote can be skipped by the flasher."""
+    from romkit.sysimg.sparse import resparse
+
+    raw = build_system_image(tmp_path / "orig.raw", old_set)
+    free = free_blocks(raw)
+    runs, start = [], None
+    for b in range(max(free) + 2):
+        if b in free and start is None:
+            start = b
+        elif b not in free and start is not None:
+            runs.append((start, b))
+            start = None
+    image = tmp_path / "system.img"
+    resparse(raw, image, 4096, dont_care=runs)
+    assert dont_care_blocks(image)  # the input really has DONT_CARE chunks
+    out = tmp_path / "new.img"
+    install_modem(image, new_dir, out)
+    skipped = dont_care_blocks(out)
+    view = raw_view(out, tmp_path)
+    assert skipped and skipped <= free_blocks(view)
+    assert fsck_clean(view)
+    assert cat(view, "/etc/firmware/modem_1_3g_n.img") == (new_dir / "modem.img").read_bytes()

@@ -177,8 +177,6 @@ def _describe(plan: PreparePlan, src: Path, result: ms.ModemInstall) -> None:
     renames = [md.Rename(source=f.source, target=f.name, kind=f.kind,
                          phone_dir="/system" + f.directory + "/")
                for f in result.files]
-    if result.dry_run:
-        renames = []
     plan.modem = ModemChange(source_dir=str(src), output_dir=Path(result.image).name,
                              naming=result.naming, how=result.how, header=result.header,
                              files=renames, install=result)

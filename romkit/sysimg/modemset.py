@@ -149,7 +149,7 @@ def check_free(where: Path, need: int, what: str) -> None:
 
 
 def mib(n: int) -> str:
-    return f"{n / 2**20:.0f} MiB"
+    return f"{n / 2**20:.1f} MiB"
 
 
 def _copy(src: Path, dst: Path, rep: Reporter, task: str) -> None:
@@ -455,6 +455,8 @@ def install_modem(system_img: Path, modem_dir: Path, output: Path | None = None,
             result.free_before = space.free_blocks * space.block_size
             _check_fs_space(space, items, olds, system_img.name)
             if dry_run:
+                result.files = [_planned(kind, it, _sha_file(it.source), it.source.stat().st_size)
+                                for kind, it in items]
                 return result
             rep.info(f"writing {len(items)} modem files into {system_img.name}")
             img.replace([it for _kind, it in items])
@@ -566,11 +568,14 @@ def _verify(img: Ext4Image, items: list[tuple[str, Replacement]], result: ModemI
         if stale:
             raise FirmwareFormatError(f"{', '.join(stale)} still in {it.directory}",
                                       hint="nothing was changed in your folder; report this")
-        kept = [f"mode 0{it.attrs.mode & 0o7777:o}", f"owner {it.attrs.uid}:{it.attrs.gid}",
-                *sorted(it.attrs.times), *sorted(it.attrs.xattrs)]
-        result.files.append(InstalledFile(
-            kind=kind, directory=it.directory, removed=it.remove, name=it.name,
-            source=it.source.name, size=size, sha256=sha, kept=kept))
+        result.files.append(_planned(kind, it, sha, size))
+
+
+def _planned(kind: str, it: Replacement, sha: str, size: int) -> InstalledFile:
+    kept = [f"mode 0{it.attrs.mode & 0o7777:o}", f"owner {it.attrs.uid}:{it.attrs.gid}",
+            *sorted(it.attrs.times), *sorted(it.attrs.xattrs)]
+    return InstalledFile(kind=kind, directory=it.directory, removed=it.remove, name=it.name,
+                         source=it.source.name, size=size, sha256=sha, kept=kept)
 
 
 def _dont_care(img: Ext4Image, layout: sp.SparseLayout, fs_block: int) -> sp.Ranges:
