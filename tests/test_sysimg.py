@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from romkit.doctor import SystemFacts, gather_facts, run_checks
 from romkit.errors import FirmwareFormatError, RomkitError
 from romkit.sysimg import sparse as sp
 
@@ -141,3 +142,29 @@ def test_sparse_reader_only_raises_romkit_errors(tmp_path: Path, body: bytes, bl
 def test_ranges_intersect() -> None:
     assert sp.intersect([(0, 10), (20, 30)], [(5, 25)]) == [(5, 10), (20, 25)]
     assert sp.intersect([(0, 4)], [(4, 8)]) == []
+
+
+# -- romkit doctor: the e2fsprogs check -----------------------------------------------------
+def _facts(os_name: str, tools: dict[str, str | None] | None) -> SystemFacts:
+    return SystemFacts(os_name=os_name, python_version="3.12.1", e2fsprogs=tools)
+
+
+@pytest.mark.parametrize("os_name, words", [("linux", "apt-get install e2fsprogs"),
+                                            ("darwin", "brew install e2fsprogs"),
+                                            ("windows", "WSL")])
+def test_doctor_warns_without_e2fsprogs(os_name: str, words: str) -> None:
+    tools = {"debugfs": None, "e2fsck": "e2fsck 1.47.0 (5-Feb-2023)", "dumpe2fs": None}
+    check = next(c for c in run_checks(_facts(os_name, tools)) if c.name == "e2fsprogs")
+    assert check.status == "warn" and "debugfs, dumpe2fs" in check.summary
+    assert words in (check.fix or "")
+
+
+def test_doctor_with_e2fsprogs_is_ok_and_gathered_here() -> None:
+    line = "debugfs 1.47.0 (5-Feb-2023)"
+    check = next(c for c in run_checks(_facts("linux", dict.fromkeys(
+        ("debugfs", "e2fsck", "dumpe2fs"), line))) if c.name == "e2fsprogs")
+    assert check.status == "ok" and "1.47.0" in check.summary
+    assert not [c for c in run_checks(_facts("linux", None)) if c.name == "e2fsprogs"]
+    if shutil.which("debugfs"):
+        gathered = gather_facts().e2fsprogs
+        assert gathered is not None and gathered["debugfs"] is not None
