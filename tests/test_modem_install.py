@@ -405,3 +405,19 @@ def test_sparse_dont_care_only_over_free_blocks(tmp_path: Path, old_set: dict[st
     assert skipped and skipped <= free_blocks(view)
     assert fsck_clean(view)
     assert cat(view, "/etc/firmware/modem_1_3g_n.img") == (new_dir / "modem.img").read_bytes()
+
+
+def test_preloader_swap_and_modem_share_one_checksum_step(tmp_path: Path,
+                                                          old_set: dict[str, bytes],
+                                                          new_dir: Path) -> None:
+    folder = make_package(tmp_path, old_set, sparse=False)
+    pl = tmp_path / "pl2014.bin"
+    pl.write_bytes(preloader_s820(2014))
+    result = prepare(PrepareRequest(folder=folder, modem=new_dir, preloader=pl))
+    assert result.plan is not None
+    assert [s.kind for s in result.plan.steps].count("checksum") == 1
+    ini = (folder / "Checksum.ini").read_text()
+    for key, path in (("ANDROID", folder / "system.img"),
+                      ("PRELOADER", folder / "preloader_s820.bin")):
+        m = re.search(rf"^{key}\s*=\s*0x([0-9A-Fa-f]+)", ini, re.MULTILINE)
+        assert m and int(m[1], 16) == byte_sum16(path), key
