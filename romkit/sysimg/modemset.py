@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import struct
 import tempfile
@@ -29,6 +30,7 @@ from pydantic import BaseModel, Field
 
 from romkit.errors import DiskError, FirmwareFormatError, UsageError, ValidationError
 from romkit.firmware import modem as md
+from romkit.fsutil import atomic_copy
 from romkit.progress import ProgressCallback, Reporter
 from romkit.sysimg import sparse as sp
 from romkit.sysimg.ext4 import DirEntry, Ext4Image, FsSpace, Inode, Replacement, require_tools
@@ -313,7 +315,11 @@ def show_modem(target: Path, *, work_dir: Path | None = None,
     rep = Reporter(on_progress)
     target = Path(target)
     if target.is_dir():
-        return _show_folder(target)
+        folder_info = _show_folder(target)
+        system = target / "system.img"
+        if folder_info.files or not system.is_file():
+            return folder_info
+        target = system  # a firmware folder: its system image holds the set
     if not target.is_file():
         raise UsageError(f"not found: {target}",
                          hint="pass a system.img, a modem folder or a modem.img")
@@ -332,6 +338,8 @@ def show_modem(target: Path, *, work_dir: Path | None = None,
                                  "image romkit recognises")
         return info
     require_tools()
+    if form == "raw":  # debugfs without -w opens read-only: no copy needed to look
+        return _show_image(Ext4Image(target), target, form)
     with _work_dir(target.parent, work_dir) as work, \
             raw_working_copy(target, work, rep) as (raw, _form, _layout):
         return _show_image(Ext4Image(raw), target, form)
@@ -477,12 +485,32 @@ def install_modem(system_img: Path, modem_dir: Path, output: Path | None = None,
                 raw.replace(tmp_out)
             result.output_sha256 = _sha_file(tmp_out)
             result.output_size = tmp_out.stat().st_size
-            try:
-                tmp_out.replace(out_path)
-            except OSError:
-                shutil.move(str(tmp_out), str(out_path))
+            _put_in_place(tmp_out, out_path)
             result.output = str(out_path)
             return result
+
+
+def _put_in_place(tmp: Path, dest: Path) -> None:
+    """fsync the finished image, then rename it over `dest` (a copy across filesystems):
+    a crash leaves the old image or the new one, never a mix."""
+    try:
+        with tmp.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        try:
+            tmp.replace(dest)
+        except OSError:
+            atomic_copy(tmp, dest)
+            tmp.unlink(missing_ok=True)
+            return
+        if hasattr(os, "O_DIRECTORY"):
+            fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        raise DiskError(f"cannot put the new image at {dest}: {exc.strerror or exc}",
+                        hint="check free disk space and permissions") from exc
 
 
 def _replacements(img: Ext4Image, group: list[_Found],
