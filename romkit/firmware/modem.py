@@ -321,9 +321,11 @@ def verify_modem_image(tail: bytes, size: int, name: str) -> ModemHeader:
     """The header of a modem image that is going onto a phone, or a ValidationError.
 
     Stricter than `parse_modem_trailer`: the CHECK_HEADER must be there and end the file,
-    its own size field (the image's last u32, our reading of MD_CHECK_HEADER) must equal the
-    trailer's length, and the image type and platform must be readable. Random bytes or a
-    truncated download fail here instead of making the phone lose its radio.
+    its own size field (the image's last u32) must equal the trailer's length, and the image
+    type and platform must be readable. Random bytes or a truncated download fail here
+    instead of making the phone lose its radio. Source of the field meaning: MediaTek's
+    public ccci kernel headers (`struct md_check_header`, last member `u32 size` = "the size
+    of this structure", header versions 1 and 2; the v2 struct is longer, hence `>=`).
     """
     hint = ("this is not an MT65xx modem image (or it is damaged); use the modem.img of a "
             "modem set made for this phone")
