@@ -421,3 +421,32 @@ def test_preloader_swap_and_modem_share_one_checksum_step(tmp_path: Path,
                       ("PRELOADER", folder / "preloader_s820.bin")):
         m = re.search(rf"^{key}\s*=\s*0x([0-9A-Fa-f]+)", ini, re.MULTILINE)
         assert m and int(m[1], 16) == byte_sum16(path), key
+
+
+def test_flashed_phone_holds_the_new_modem(tmp_path: Path, old_set: dict[str, bytes],
+                                           new_dir: Path) -> None:
+    """prepare --modem, then the ordinary flash: the virtual phone's ANDROID partition, read
+    straight from its storage, is an ext4 filesystem holding the new modem under the old name."""
+    from romkit.device import protocol as P
+    from romkit.flash.engine import FlashRequest, flash
+    from romkit.flash.plan import PlanOptions
+    from romkit.sim import s820
+    from romkit.sim.phone import VirtualPhone
+
+    folder = make_package(tmp_path, old_set, sparse=False)
+    prepare(PrepareRequest(folder=folder, modem=new_dir))
+    system = folder / "system.img"
+    phone = VirtualPhone(tmp_path / "phone", year=2013)  # type: ignore[arg-type]
+    phone.start()
+    try:
+        flash(FlashRequest(firmware_dir=folder, port=phone.port, wait=5,
+                           options=PlanOptions(only=["ANDROID"])))
+        start = dict((n.removeprefix("__NODL_"), a) for n, a in s820.LAYOUT)["ANDROID"]
+        dump = tmp_path / "android.bin"
+        dump.write_bytes(phone.storage.read(P.PART_USER, start - 0x600000,
+                                            system.stat().st_size))
+    finally:
+        phone.stop()
+    assert fsck_clean(dump)
+    assert cat(dump, "/etc/firmware/modem_1_3g_n.img") == (new_dir / "modem.img").read_bytes()
+    assert attributes(dump, "/etc/firmware/modem_1_3g_n.img")["label"] == LABEL
