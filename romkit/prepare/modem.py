@@ -143,7 +143,9 @@ def _plan_install(ctx: _Context, plan: PreparePlan, src: Path, part: str, image:
         _describe(plan, src, result)
         if result.unchanged:
             return [], None
-        return [step], (part, part, 0)
+        if fw.checksum_path is not None and not req.drop_checksum:
+            plan.notes.append(f"checksum.ini: the {part} entry will be regenerated")
+        return [step], None
     discard_work(fw.folder)
     work = fw.folder / WORK_DIR / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     work.mkdir(parents=True, exist_ok=True)
@@ -189,14 +191,11 @@ def merge_checksum(ctx: _Context, plan: PreparePlan, ck_step: PlanStep | None,
     part, key, value = system
     fw = ctx.fw
     path = fw.checksum_path
-    if ctx.request.drop_checksum or ctx.request.dry_run and ck_step is None and path is None:
+    if ctx.request.drop_checksum:
         return ck_step
     if path is None:
         plan.notes.append("no checksum.ini in the folder: SP Flash Tool skips the check; "
                           "nothing to regenerate")
-        return ck_step
-    if ctx.request.dry_run:
-        plan.notes.append(f"checksum.ini: the {part} entry will be regenerated")
         return ck_step
     raw = ck_step._data if ck_step is not None and ck_step._data is not None else \
         read_limited(path, ck.MAX_INI_BYTES)
