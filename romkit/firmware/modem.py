@@ -395,10 +395,10 @@ def check_modem_set(files: list[SetFile], header: ModemHeader, *,
     want = (header.platform or "").upper()
     versions = _version_token(header.build_ver)
     carried: dict[str, bool] = {}
-    for kind in ("bplguinfo", "dbginfo"):
-        f = by_kind.get(kind)
-        if f is None:
+    for mddb in (by_kind.get("bplguinfo"), by_kind.get("dbginfo")):
+        if mddb is None:
             continue
+        f = mddb
         plat = _MDDB_PLATFORM_RE.search(f.name)
         if plat and want and plat.group(0).upper() != want:
             raise ValidationError(f"{f.name} is for {plat.group(0)}, but the modem image "
