@@ -86,10 +86,10 @@ def attributes(image: Path, path: str) -> dict[str, object]:
     debugfs(image, f"ea_get -f {label} {path} security.selinux")
     user = re.search(r"User:\s+(\d+)\s+Group:\s+(\d+)", out)
     mode = re.search(r"Mode:\s+(\d+)", out)
-    mtime = re.search(r"mtime: (0x[0-9a-f]+):([0-9a-f]+)", out)
+    mtime = re.search(r"mtime: (0x[0-9a-f]+)(?::([0-9a-f]+))?", out)
     assert user and mode and mtime
     return {"uid": int(user[1]), "gid": int(user[2]), "mode": mode[1],
-            "mtime": (int(mtime[1], 16), int(mtime[2], 16)), "label": label.read_bytes()}
+            "mtime": (int(mtime[1], 16), int(mtime[2] or "0", 16)), "label": label.read_bytes()}
 
 
 def fsck_clean(image: Path) -> bool:
@@ -105,7 +105,8 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build_system_image(dest: Path, files: dict[str, bytes], size_mb: int = 24) -> Path:
+def build_system_image(dest: Path, files: dict[str, bytes], size_mb: int = 24,
+                       inode_size: int = 256) -> Path:
     root = dest.parent / "sysroot"
     for name, data in files.items():
         sub = "etc/firmware" if name.startswith(("modem", "catcher")) else "etc/mddb"
@@ -113,8 +114,9 @@ def build_system_image(dest: Path, files: dict[str, bytes], size_mb: int = 24) -
         (root / sub / name).write_bytes(data)
     (root / "etc/firmware/WMT_SOC.cfg").write_text("wifi firmware config\n")
     (root / "build.prop").write_text("ro.build.version.release=4.4.2\n")
-    subprocess.run([tool("mke2fs"), "-q", "-F", "-t", "ext4", "-b", "4096", "-d", str(root),
-                    str(dest), f"{size_mb}M"], check=True, capture_output=True)
+    subprocess.run([tool("mke2fs"), "-q", "-F", "-t", "ext4", "-b", "4096", "-I",
+                    str(inode_size), "-d", str(root), str(dest), f"{size_mb}M"], check=True,
+                   capture_output=True)
     cmds = []
     for name in files:
         sub = "/etc/firmware" if name.startswith(("modem", "catcher")) else "/etc/mddb"
@@ -122,8 +124,9 @@ def build_system_image(dest: Path, files: dict[str, bytes], size_mb: int = 24) -
         cmds += [f"ea_set {path} security.selinux {LABEL.decode()}",
                  f"set_inode_field {path} uid 0", f"set_inode_field {path} gid 2000",
                  f"set_inode_field {path} mode 0100640",
-                 f"set_inode_field {path} mtime 0x{MTIME:x}",
-                 f"set_inode_field {path} mtime_extra 0x{MTIME_EXTRA:x}"]
+                 f"set_inode_field {path} mtime 0x{MTIME:x}"]
+        if inode_size > 128:
+            cmds.append(f"set_inode_field {path} mtime_extra 0x{MTIME_EXTRA:x}")
     debugfs(dest, *cmds, write=True)
     shutil.rmtree(root)
     return dest
@@ -450,3 +453,15 @@ def test_flashed_phone_holds_the_new_modem(tmp_path: Path, old_set: dict[str, by
     assert fsck_clean(dump)
     assert cat(dump, "/etc/firmware/modem_1_3g_n.img") == (new_dir / "modem.img").read_bytes()
     assert attributes(dump, "/etc/firmware/modem_1_3g_n.img")["label"] == LABEL
+
+
+def test_small_inodes_as_make_ext4fs_wrote_them(tmp_path: Path, old_set: dict[str, bytes],
+                                                new_dir: Path) -> None:
+    """128-byte inodes (no nanoseconds, labels in an xattr block), as older build tools made."""
+    image = build_system_image(tmp_path / "system.img", old_set, inode_size=128)
+    before = attributes(image, "/etc/firmware/modem_1_3g_n.img")
+    install_modem(image, new_dir, platform="MT6589")
+    assert fsck_clean(image)
+    assert attributes(image, "/etc/firmware/modem_1_3g_n.img") == before
+    assert before["mtime"] == (MTIME, 0) and before["label"] == LABEL
+    assert cat(image, "/etc/firmware/modem_1_3g_n.img") == (new_dir / "modem.img").read_bytes()

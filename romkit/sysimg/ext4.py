@@ -122,6 +122,7 @@ class Inode(BaseModel):
     gid: int
     size: int
     blocks_512: int = 0  # i_blocks in 512-byte units (what the file occupies)
+    xattr_block: int = 0  # i_file_acl: the external extended-attribute block (0: none)
     times: dict[str, tuple[int, int]] = Field(default_factory=dict)  # name → (seconds, extra)
     xattrs: dict[str, bytes] = Field(default_factory=dict)
 
@@ -248,6 +249,7 @@ class Ext4Image:
         m_user = re.search(r"User:\s+(\d+)\s+Group:\s+(\d+)", out)
         m_size = re.search(r"Size:\s+(\d+)", out)
         m_blocks = re.search(r"Blockcount:\s+(\d+)", out)
+        m_acl = re.search(r"File ACL:\s+(\d+)", out)
         if not (m_ino and m_user and m_size):
             raise FirmwareFormatError(f"{self.path.name}: unreadable stat of {path}",
                                       hint="check the e2fsprogs version (1.42 or later)")
@@ -257,6 +259,7 @@ class Ext4Image:
         return Inode(path=path, inode=int(m_ino[1]), mode=mode, uid=int(m_user[1]),
                      gid=int(m_user[2]), size=int(m_size[1]),
                      blocks_512=int(m_blocks[1]) if m_blocks else 0, times=times,
+                     xattr_block=int(m_acl[1]) if m_acl else 0,
                      xattrs=self._xattrs(path, names))
 
     def _mode(self, path: str) -> int:
@@ -359,29 +362,70 @@ class Ext4Image:
     def replace(self, items: list[Replacement]) -> None:
         """Remove the old entries, write the new files and give them the old attributes.
 
-        One debugfs session does it all; any error line aborts (the caller works on a copy).
+        The caller works on a copy; any debugfs error line aborts. Three sessions:
+        1. detach the replaced file's external xattr block (`file_acl 0`), `rm` the old
+           entries, `write` the new files. debugfs's `rm` does not release an xattr block
+           (e2fsck then finds a leaked block; e2fsprogs 1.47), so the block is moved over
+           instead of freed: its attributes are exactly the ones to keep, and its
+           reference count stays right (one inode lets go, one takes it).
+        2. attach that block to the new inode, adding it to i_blocks as the kernel does.
+        3. set the in-inode attributes that still differ, then mode, owner and timestamps
+           last, so that nothing touches the inode after them.
         """
+        for it in items:
+            name = PurePosixPath(it.attrs.path).name
+            for old in it.remove:
+                if old != name and self.stat(f"{it.directory.rstrip('/')}/{old}").xattr_block:
+                    raise FirmwareFormatError(
+                        f"{old} keeps its extended attributes in a block of their own; "
+                        "romkit can only remove such a file when a new one takes its place",
+                        hint="remove the extra copy from the modem set in the image by hand")
+        cmds: list[str] = []
+        for it in items:
+            cmds.append(f"cd {_quote(it.directory)}")
+            source_name = PurePosixPath(it.attrs.path).name
+            for old in it.remove:
+                if old == source_name and it.attrs.xattr_block:
+                    cmds.append(f"set_inode_field {_quote(check_name(old))} file_acl 0")
+                cmds.append(f"rm {_quote(check_name(old))}")
+            cmds.append(f"write {_quote(str(it.source))} {_quote(check_name(it.name))}")
+        self._must(cmds)
+        attach: list[str] = []
+        block_units = 0
+        for it in items:
+            if not it.attrs.xattr_block:
+                continue
+            if not block_units:
+                block_units = self.space().block_size // 512
+            path = _quote(f"{it.directory.rstrip('/')}/{it.name}")
+            now = self.stat(f"{it.directory.rstrip('/')}/{it.name}")
+            attach += [f"set_inode_field {path} file_acl {it.attrs.xattr_block}",
+                       f"set_inode_field {path} blocks {now.blocks_512 + block_units}"]
+        if attach:
+            self._must(attach)
         with tempfile.TemporaryDirectory(prefix="romkit-ea-") as tmp:
-            cmds: list[str] = []
+            cmds = []
             for i, it in enumerate(items):
-                cmds.append(f"cd {_quote(it.directory)}")
-                for old in it.remove:
-                    cmds.append(f"rm {_quote(check_name(old))}")
-                name = _quote(check_name(it.name))
-                cmds.append(f"write {_quote(str(it.source))} {name}")
-                a = it.attrs
-                # Attributes first, timestamps last: nothing after may touch the inode again.
-                for j, (xname, value) in enumerate(sorted(a.xattrs.items())):
+                full = f"{it.directory.rstrip('/')}/{it.name}"
+                path = _quote(full)
+                have = self.stat(full).xattrs if it.attrs.xattr_block else {}
+                for j, (xname, value) in enumerate(sorted(it.attrs.xattrs.items())):
+                    if have.get(xname) == value:
+                        continue
                     vfile = Path(tmp) / f"{i}-{j}"
                     vfile.write_bytes(value)
-                    cmds.append(f"ea_set -f {_quote(str(vfile))} {name} {_quote(xname)}")
-                cmds += [f"set_inode_field {name} mode 0{a.mode:o}",
-                         f"set_inode_field {name} uid {a.uid}",
-                         f"set_inode_field {name} gid {a.gid}"]
+                    cmds.append(f"ea_set -f {_quote(str(vfile))} {path} {_quote(xname)}")
+                a = it.attrs
+                cmds += [f"set_inode_field {path} mode 0{a.mode:o}",
+                         f"set_inode_field {path} uid {a.uid}",
+                         f"set_inode_field {path} gid {a.gid}"]
                 for t, (sec, extra) in sorted(a.times.items()):
-                    cmds.append(f"set_inode_field {name} {t} 0x{sec:x}")
-                    cmds.append(f"set_inode_field {name} {t}_extra 0x{extra:x}")
-            _out, errs = self.debugfs(cmds, write=True)
+                    cmds.append(f"set_inode_field {path} {t} 0x{sec:x}")
+                    cmds.append(f"set_inode_field {path} {t}_extra 0x{extra:x}")
+            self._must(cmds)
+
+    def _must(self, cmds: list[str]) -> None:
+        _out, errs = self.debugfs(cmds, write=True)
         if errs:
             raise FirmwareFormatError(f"debugfs could not change {self.path.name}: {errs[0]}",
                                       hint="nothing was changed in your folder; check the "
