@@ -168,3 +168,20 @@ def test_doctor_with_e2fsprogs_is_ok_and_gathered_here() -> None:
     if shutil.which("debugfs"):
         gathered = gather_facts().e2fsprogs
         assert gathered is not None and gathered["debugfs"] is not None
+
+
+def test_too_old_debugfs_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A debugfs reporting 1.42.9 (before ea_get/ea_set) is refused with the install hint."""
+    from romkit.sysimg import ext4
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name in ("debugfs", "e2fsck", "dumpe2fs"):
+        tool = fake / name
+        tool.write_text("#!/bin/sh\necho '" + name + " 1.42.9 (28-Dec-2013)' >&2\n")
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake))
+    monkeypatch.setattr(ext4, "_EXTRA_DIRS", ())
+    with pytest.raises(ext4.ToolMissingError, match="1.42.9 is too old") as info:
+        ext4.require_tools()
+    assert "e2fsprogs" in (info.value.hint or "")

@@ -16,6 +16,7 @@ the error channel; `e2fsck -fn` exits 0 only for a clean filesystem.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -39,6 +40,7 @@ _TIME_RE = re.compile(r"^\s*(atime|ctime|mtime|crtime):\s+0x([0-9a-fA-F]+)(?::([
                       re.MULTILINE)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._+\-]{1,255}$")
 TIMEOUT = 600.0
+MIN_VERSION = (1, 43, 0)  # debugfs gained ea_get / ea_set in 1.43 (e2fsprogs release notes)
 READ_CHUNK = 1024 * 1024
 
 
@@ -97,7 +99,26 @@ def require_tools() -> dict[str, str]:
     if missing:
         raise ToolMissingError(f"{', '.join(missing)} not found: changing system.img needs "
                                "e2fsprogs", hint=install_command())
-    return {n: p for n, p in paths.items() if p is not None}
+    found = {n: p for n, p in paths.items() if p is not None}
+    version = _version_of(found["debugfs"])
+    if version is not None and version < MIN_VERSION:
+        raise ToolMissingError(
+            f"e2fsprogs {'.'.join(map(str, version))} is too old: romkit needs "
+            f"{'.'.join(map(str, MIN_VERSION))} or later (debugfs ea_get/ea_set)",
+            hint=install_command())
+    return found
+
+
+@functools.lru_cache(maxsize=8)
+def _version_of(debugfs: str) -> tuple[int, ...] | None:
+    """debugfs's version (`debugfs 1.47.0 (5-Feb-2023)` on stderr of `-V`), None if unknown."""
+    try:
+        proc = subprocess.run([debugfs, "-V"], capture_output=True, text=True, timeout=20,
+                              env=_env())
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"debugfs (\d+)\.(\d+)(?:\.(\d+))?", proc.stderr + proc.stdout)
+    return tuple(int(x or 0) for x in m.groups()) if m else None
 
 
 def _env() -> dict[str, str]:
