@@ -185,3 +185,22 @@ def test_too_old_debugfs_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(ext4.ToolMissingError, match="1.42.9 is too old") as info:
         ext4.require_tools()
     assert "e2fsprogs" in (info.value.hint or "")
+
+
+def test_sparse_bomb_is_refused_before_expanding(tmp_path: Path) -> None:
+    """A 40-byte file claiming a 1 TiB FILL: refused for disk space, nothing written."""
+    from romkit.errors import DiskError
+    from romkit.sysimg import show_modem
+
+    bomb = tmp_path / "system.img"
+    bomb.write_bytes(header(1 << 28, 1) + chunk(0xCAC2, 1 << 28, b"\xab\xab\xab\xab"))
+    with pytest.raises(DiskError, match="needs"):
+        show_modem(bomb)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["system.img"]
+
+
+def test_zero_fill_becomes_a_hole(tmp_path: Path) -> None:
+    src = tmp_path / "s.img"
+    src.write_bytes(header(3, 2) + chunk(0xCAC2, 2, b"\x00" * 4) + chunk(0xCAC1, 1, b"z" * BLK))
+    sp.unsparse(src, tmp_path / "r.img")
+    assert (tmp_path / "r.img").read_bytes() == b"\x00" * 2 * BLK + b"z" * BLK

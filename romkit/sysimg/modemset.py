@@ -340,9 +340,10 @@ def show_modem(target: Path, *, work_dir: Path | None = None,
     require_tools()
     if form == "raw":  # debugfs without -w opens read-only: no copy needed to look
         return _show_image(Ext4Image(target), target, form)
-    with _work_dir(target.parent, work_dir) as work, \
-            raw_working_copy(target, work, rep) as (raw, _form, _layout):
-        return _show_image(Ext4Image(raw), target, form)
+    with _work_dir(target.parent, work_dir) as work:
+        check_free(work, work_space_needed(target), f"expanding {target.name}")
+        with raw_working_copy(target, work, rep) as (raw, _form, _layout):
+            return _show_image(Ext4Image(raw), target, form)
 
 
 def _show_folder(folder: Path) -> ModemSetInfo:

@@ -151,7 +151,8 @@ def _fill_unit(pattern: bytes, blk: int) -> bytes:
 
 
 def unsparse(src: Path, dst: Path, reporter: Reporter | None = None) -> SparseLayout:
-    """Expand sparse `src` into raw `dst`; DONT_CARE runs become holes (zeros when read).
+    """Expand sparse `src` into raw `dst`; DONT_CARE runs and zero FILLs become holes
+    (zeros when read, no disk used).
 
     Every chunk is checked against its declared sizes and the block total, so a hostile
     file is refused before it can make us write past the image's expanded size.
@@ -168,6 +169,8 @@ def unsparse(src: Path, dst: Path, reporter: Reporter | None = None) -> SparseLa
                     out.seek(pos * blk)
                     _copy_exact(fh, out, csz * blk, name)
                     layout.raw_chunks += 1
+                elif ctype == CHUNK_FILL and pattern == b"\x00\x00\x00\x00":
+                    layout.fill_chunks += 1  # a hole in the fresh file reads as zeros
                 elif ctype == CHUNK_FILL:
                     out.seek(pos * blk)
                     unit = _fill_unit(pattern, blk)
