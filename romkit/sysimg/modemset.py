@@ -194,6 +194,18 @@ def raw_working_copy(image: Path, work: Path, rep: Reporter
 
 
 @contextlib.contextmanager
+def _view(image: Path, work: Path, rep: Reporter, read_only: bool
+          ) -> Iterator[tuple[Path, ImageForm, sp.SparseLayout | None]]:
+    """The raw filesystem to work on: a raw image itself when only reading (debugfs without
+    -w and e2fsck -n never write), else a working copy."""
+    if read_only and image_form(image) == "raw":
+        yield image, "raw", None
+        return
+    with raw_working_copy(image, work, rep) as view:
+        yield view
+
+
+@contextlib.contextmanager
 def _work_dir(near: Path, given: Path | None) -> Iterator[Path]:
     if given is not None:
         given.mkdir(parents=True, exist_ok=True)
@@ -428,8 +440,9 @@ def install_modem(system_img: Path, modem_dir: Path, output: Path | None = None,
     if image_form(system_img) == "raw":
         Ext4Image(system_img).space()  # read-only probe: NotExt4Error before any copy
     with _work_dir(out_path.parent, work_dir) as work:
-        check_free(work, work_space_needed(system_img), f"changing {system_img.name}")
-        with raw_working_copy(system_img, work, rep) as (raw, form, layout):
+        if not (dry_run and image_form(system_img) == "raw"):
+            check_free(work, work_space_needed(system_img), f"changing {system_img.name}")
+        with _view(system_img, work, rep, dry_run) as (raw, form, layout):
             img = Ext4Image(raw)
             img.space()  # NotExt4Error for a sparse image that holds no ext4 filesystem
             rep.info(f"checking the filesystem of {system_img.name}")
