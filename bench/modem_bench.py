@@ -3,7 +3,7 @@
 Builds a real ext4 system.img with `mke2fs -d` (a KitKat `_1_3g_n` modem set plus ~75% of the
 filesystem in incompressible filler files), its Android sparse form, and a firmware folder
 around it; then, each in a fresh child process so peak RSS is its own:
-  cp       — `cp system.img copy.img`, the floor for touching every byte once
+  cp       — `cp system.img copy.img` (best of 3), the floor for touching every byte once
   raw      — romkit.sysimg.install_modem on the raw image (copy, debugfs, e2fsck, read back)
   sparse   — the same on the sparse form (expand, change, check, pack, re-hash)
   prepare  — `romkit prepare --modem` on the folder (plan + checksum + backup + apply)
@@ -126,8 +126,9 @@ def main() -> None:
         print(f"built {raw.stat().st_size / 2**20:.0f} MiB raw, "
               f"{sparse.stat().st_size / 2**20:.0f} MiB sparse in "
               f"{time.perf_counter() - t0:.1f} s")
+        cps = [child("cp", str(raw), str(work / "copy.img")) for _ in range(3)]
         rows = [
-            ("cp", child("cp", str(raw), str(work / "copy.img"))),
+            ("cp", min(cps, key=lambda r: r["seconds"])),  # best of 3: page cache warm
             ("raw", child("install", str(raw), str(new), str(work / "out.raw.img"))),
             ("sparse", child("install", str(sparse), str(new), str(work / "out.sparse.img"))),
             ("prepare", child("prepare", str(folder), str(new))),

@@ -166,8 +166,8 @@ def _plan_install(ctx: _Context, plan: PreparePlan, src: Path, part: str, image:
                     after_sha256=result.output_sha256, after_size=result.output_size)
     step._source_path = out
     entry = fw.layout.get(part)
-    return [step], (part, entry.raw_name if entry is not None else part,
-                    ck.byte_sum16_file(out))
+    assert result.output_sum16 is not None
+    return [step], (part, entry.raw_name if entry is not None else part, result.output_sum16)
 
 
 def _install_reason(result: ms.ModemInstall) -> str:

@@ -28,6 +28,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from romkit.bytesum import byte_sum
 from romkit.errors import DiskError, FirmwareFormatError, UsageError, ValidationError
 from romkit.firmware import modem as md
 from romkit.fsutil import atomic_copy
@@ -105,6 +106,7 @@ class ModemInstall(BaseModel):
     output: str | None = None
     output_size: int | None = None
     output_sha256: str | None = None
+    output_sum16: int | None = None  # the checksum.ini value of the output (16-bit byte sum)
 
 
 # -- image forms ---------------------------------------------------------------------------
@@ -313,6 +315,17 @@ def _sha_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _sha_and_sum16(path: Path) -> tuple[str, int]:
+    """sha256 and checksum.ini's 16-bit byte sum in one pass over a (large) file."""
+    h = hashlib.sha256()
+    total = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(COPY_CHUNK):
+            h.update(chunk)
+            total += byte_sum(chunk)
+    return h.hexdigest(), total & 0xFFFF
+
+
 def _printable(value: bytes) -> str:
     text = value.rstrip(b"\x00")
     if text and all(0x20 <= b < 0x7F for b in text):
@@ -497,7 +510,7 @@ def install_modem(system_img: Path, modem_dir: Path, output: Path | None = None,
                                               hint="report this; nothing was changed")
             else:
                 raw.replace(tmp_out)
-            result.output_sha256 = _sha_file(tmp_out)
+            result.output_sha256, result.output_sum16 = _sha_and_sum16(tmp_out)
             result.output_size = tmp_out.stat().st_size
             _put_in_place(tmp_out, out_path)
             result.output = str(out_path)
