@@ -152,8 +152,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
         modem_naming: Annotated[str, typer.Option(
             "--modem-naming", metavar="auto|plain|1_3g_n",
-            help="Which of the image's modem sets to replace (plain / 1_3g_n); auto: the "
-                 "image's own set.")
+            help="auto: the names of system.img's own modem set (without an ext4 "
+                 "system.img: from the Android version); plain / 1_3g_n to choose.")
         ] = "auto",
         drop_checksum: Annotated[bool, typer.Option(
             "--drop-checksum",
