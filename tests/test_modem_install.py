@@ -21,7 +21,7 @@ import pytest
 from clitools import run_main
 
 from romkit.errors import DiskError, RomkitError, UsageError, ValidationError
-from romkit.firmware.checksum import write_checksum_ini
+from romkit.firmware.checksum import verify_checksums, write_checksum_ini
 from romkit.prepare import PrepareRequest, prepare
 from romkit.sim.artifacts import da_s820, preloader_s820
 from romkit.sim.artifacts_modem import modem_image
@@ -212,6 +212,7 @@ def test_prepare_modem_installs_keeps_attributes_and_undoes(
     ini = (folder / "Checksum.ini").read_text()
     m = re.search(r"^ANDROID\s*=\s*0x([0-9A-Fa-f]+)", ini, re.MULTILINE)
     assert m and int(m[1], 16) == byte_sum16(system)
+    assert {r.status for r in verify_checksums(folder)} <= {"ok", "no-image"}
     assert not (folder / ".romkit" / "modem-work").exists()
 
     again = prepare(PrepareRequest(folder=folder, modem=new_dir))
