@@ -204,3 +204,23 @@ def test_zero_fill_becomes_a_hole(tmp_path: Path) -> None:
     src.write_bytes(header(3, 2) + chunk(0xCAC2, 2, b"\x00" * 4) + chunk(0xCAC1, 1, b"z" * BLK))
     sp.unsparse(src, tmp_path / "r.img")
     assert (tmp_path / "r.img").read_bytes() == b"\x00" * 2 * BLK + b"z" * BLK
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["copy_file_range", "read-write"])
+def test_working_copy_is_byte_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    kernel: bool) -> None:
+    import os
+
+    from romkit.progress import Reporter
+    from romkit.sysimg import modemset
+
+    if not kernel and hasattr(os, "copy_file_range"):
+        def refuse(*_a: object) -> int:
+            raise OSError(18, "Invalid cross-device link")
+        monkeypatch.setattr(os, "copy_file_range", refuse)
+    monkeypatch.setattr(modemset, "KERNEL_COPY_STEP", 3 * BLK + 5)  # odd steps
+    monkeypatch.setattr(modemset, "COPY_CHUNK", 2 * BLK + 3)
+    src = tmp_path / "a.img"
+    src.write_bytes(mixed_raw(23))
+    modemset._copy(src, tmp_path / "b.img", Reporter(), "copy")
+    assert (tmp_path / "b.img").read_bytes() == src.read_bytes()
