@@ -105,6 +105,7 @@ def test_img2simg_output_expands_with_ours(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("blob, words", [
     (header(2, 1) + chunk(0xCAC1, 2, b"x" * BLK), "RAW chunk size"),
+    (header(2, 1) + struct.pack("<HHII", 0xCAC1, 0, 2, 12 + 2 * BLK) + b"x" * 100, "ends early"),
     (header(1, 1) + chunk(0xCAC1, 2, b"x" * 2 * BLK), "more blocks"),
     (header(2, 1) + chunk(0xCAC1, 1, b"x" * BLK), "cover 1 of 2"),
     (header(1, 1) + chunk(0xCAC2, 1, b"ab"), "FILL"),
