@@ -466,3 +466,20 @@ def test_small_inodes_as_make_ext4fs_wrote_them(tmp_path: Path, old_set: dict[st
     assert attributes(image, "/etc/firmware/modem_1_3g_n.img") == before
     assert before["mtime"] == (MTIME, 0) and before["label"] == LABEL
     assert cat(image, "/etc/firmware/modem_1_3g_n.img") == (new_dir / "modem.img").read_bytes()
+
+
+def test_random_bytes_refused_without_an_ext4_system_image_too(tmp_path: Path,
+                                                               new_dir: Path) -> None:
+    """The fallback (files only named into modem/) refuses what the install refuses."""
+    folder = build_s820_folder(tmp_path / "pkg", preloader=preloader_s820(2013), da=da_s820(),
+                               android="4.4.2", image_scale=0.1)  # its system.img is no ext4
+    (new_dir / "modem.img").write_bytes(hashlib.shake_256(b"noise").digest(300_000))
+    with pytest.raises(ValidationError, match="no CHECK_HEADER"):
+        prepare(PrepareRequest(folder=folder, modem=new_dir, modem_naming="1_3g_n"))
+    assert not (folder / "modem").exists()
+    (new_dir / "modem.img").write_bytes(modem_image(size=200_000, build_ver=NEW_BUILD))
+    result = prepare(PrepareRequest(folder=folder, modem=new_dir, modem_naming="1_3g_n"))
+    assert result.plan is not None
+    assert any("NOT installed" in w for w in result.plan.warnings)
+    assert (folder / "modem" / "modem_1_3g_n.img").read_bytes() == \
+        (new_dir / "modem.img").read_bytes()

@@ -244,12 +244,14 @@ def _plan_rename(ctx: _Context, plan: PreparePlan, src: Path) -> list[PlanStep]:
         plan.warnings.append("the modem folder holds no modem.img; only the other files are "
                              "renamed")
     else:
-        change.header = md.read_modem_header(src / image.source)
+        path = src / image.source
+        md.read_modem_header(path)  # size limit and readable, as a RomkitError
+        with path.open("rb") as fh:  # random bytes are not a modem image, here either
+            fh.seek(max(0, path.stat().st_size - md.TRAILER_SEARCH))
+            change.header = md.verify_modem_image(fh.read(), path.stat().st_size,
+                                                  image.source)
         md.check_modem_platform(change.header, fw.layout.platform, image.source)
-        if change.header is None or not change.header.check_header:
-            plan.warnings.append(f"{image.source} has no CHECK_HEADER trailer: its platform "
-                                 "could not be checked")
-        elif (naming == "1_3g_n" and change.header.image_type_name
+        if (naming == "1_3g_n" and change.header.image_type_name
               and change.header.image_type_name != "3g"):
             plan.warnings.append(f"{image.source} says it is a "
                                  f"{change.header.image_type_name.upper()} modem; the _1_3g_n "
