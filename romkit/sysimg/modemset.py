@@ -520,8 +520,9 @@ def install_modem(system_img: Path, modem_dir: Path, output: Path | None = None,
             if form == "sparse":
                 assert layout is not None
                 keep = _dont_care(img, layout, space.block_size)
-                sp.resparse(raw, tmp_out, layout.block_size, keep, rep)
-                if sp.expanded_sha256(tmp_out) != _sha_file(raw):
+                raw_sha = hashlib.sha256()
+                sp.resparse(raw, tmp_out, layout.block_size, keep, rep, digest=raw_sha)
+                if sp.expanded_sha256(tmp_out) != raw_sha.hexdigest():
                     raise FirmwareFormatError("the packed sparse image does not expand to the "
                                               "changed filesystem",
                                               hint="report this; nothing was changed")

@@ -270,8 +270,9 @@ class _ChunkWriter:
         self.kind = None
         self.run = 0
 
-    def add(self, kind: int, data: memoryview | bytes, fill: bytes = b"") -> None:
-        """One block of `kind` (data only matters for RAW)."""
+    def add(self, kind: int, blocks: int, data: memoryview | bytes = b"",
+            fill: bytes = b"") -> None:
+        """`blocks` blocks of `kind` (`data` holds them for RAW, `fill` the FILL word)."""
         if kind != self.kind or (kind == CHUNK_FILL and fill != self.fill):
             self._close()
             self.kind, self.fill = kind, fill
@@ -280,7 +281,7 @@ class _ChunkWriter:
                 self.out.write(b"\x00" * CHUNK_HEADER.size)
         if kind == CHUNK_RAW:
             self.out.write(data)
-        self.run += 1
+        self.run += blocks
 
     def finish(self) -> int:
         self._close()
@@ -288,11 +289,13 @@ class _ChunkWriter:
 
 
 def resparse(src: Path, dst: Path, block_size: int, dont_care: Ranges | None = None,
-             reporter: Reporter | None = None) -> int:
+             reporter: Reporter | None = None, digest: hashlib._Hash | None = None) -> int:
     """Pack raw `src` into sparse `dst`; returns the chunk count.
 
     `dont_care`: block ranges that may be left out (the caller passes original DONT_CARE ∩
-    free now). The raw size must be a whole number of blocks.
+    free now). The raw size must be a whole number of blocks. `digest` (e.g. a sha256) is fed
+    every raw byte read, so a caller can check the packed file without reading `src` again.
+    Blocks are classified with numpy per 1 MiB and written as runs.
     """
     rep = reporter or Reporter()
     skip = dont_care or []
@@ -320,13 +323,20 @@ def resparse(src: Path, dst: Path, block_size: int, dont_care: Ranges | None = N
                 arr = np.frombuffer(buf, dtype="<u4", count=n * words).reshape(n, words)
                 uniform = (arr == arr[:, :1]).all(axis=1)
                 skipped = _in_ranges(skip, pos, n)
-                for i in range(n):
-                    if skipped[i] and uniform[i] and arr[i, 0] == 0:
-                        writer.add(CHUNK_DONT_CARE, b"")
-                    elif uniform[i]:
-                        writer.add(CHUNK_FILL, b"", fill=struct.pack("<I", int(arr[i, 0])))
-                    else:
-                        writer.add(CHUNK_RAW, view[i * block_size:(i + 1) * block_size])
+                fills = arr[:, 0]
+                kinds = np.where(skipped & uniform & (fills == 0), CHUNK_DONT_CARE,
+                                 np.where(uniform, CHUNK_FILL, CHUNK_RAW))
+                change = np.ones(n, dtype=bool)  # a new run starts: kind or FILL word changes
+                change[1:] = (kinds[1:] != kinds[:-1]) | (
+                    (kinds[1:] == CHUNK_FILL) & (fills[1:] != fills[:-1]))
+                starts = np.flatnonzero(change).tolist()
+                for a, b in zip(starts, [*starts[1:], n], strict=True):
+                    kind = int(kinds[a])
+                    writer.add(kind, b - a, view[a * block_size:b * block_size]
+                               if kind == CHUNK_RAW else b"",
+                               struct.pack("<I", int(fills[a])) if kind == CHUNK_FILL else b"")
+                if digest is not None:
+                    digest.update(view[:n * block_size])
                 pos += n
                 rep.update("resparse", pos * block_size)
             chunks = writer.finish()
