@@ -22,7 +22,7 @@ from romkit.sysimg.modemset import (
     show_modem,
     work_space_needed,
 )
-from romkit.sysimg.sparse import expanded_sha256, is_sparse, resparse, unsparse
+from romkit.sysimg.sparse import expanded_sha256, resparse, unsparse
 
 __all__ = [
     "InstalledFile",
@@ -35,7 +35,6 @@ __all__ = [
     "image_form",
     "install_command",
     "install_modem",
-    "is_sparse",
     "require_tools",
     "resparse",
     "show_modem",

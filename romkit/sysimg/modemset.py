@@ -243,8 +243,6 @@ class _Found(BaseModel):
     kind: str
     directory: str
     entry: DirEntry
-    parsed_stem: str
-    parsed_ext: str
 
 
 def _image_sets(img: Ext4Image) -> tuple[dict[str, list[_Found]], bool]:
@@ -263,8 +261,7 @@ def _image_sets(img: Ext4Image) -> tuple[dict[str, list[_Found]], bool]:
                 continue
             label = md.naming_label(parsed.suffix)
             groups.setdefault(label, []).append(_Found(
-                kind=parsed.kind, directory=directory, entry=e, parsed_stem=parsed.stem,
-                parsed_ext=parsed.ext))
+                kind=parsed.kind, directory=directory, entry=e))
     return {k: v for k, v in groups.items() if any(f.kind == "modem" for f in v)}, fw_dir
 
 

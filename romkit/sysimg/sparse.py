@@ -56,23 +56,11 @@ class SparseLayout:
     total_blocks: int
     chunks: int = 0
     dont_care: Ranges = field(default_factory=list)
-    fill_chunks: int = 0
-    raw_chunks: int = 0
     chunk_header_size: int = CHUNK_HEADER.size
 
     @property
     def expanded_size(self) -> int:
         return self.block_size * self.total_blocks
-
-
-def is_sparse(path: Path) -> bool:
-    """Whether `path` starts with the sparse magic (unreadable files are not sparse)."""
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(4)
-    except OSError:
-        return False
-    return len(head) == 4 and struct.unpack("<I", head)[0] == SPARSE_MAGIC
 
 
 def _bad(source: str, message: str) -> FirmwareFormatError:
@@ -186,9 +174,8 @@ def unsparse(src: Path, dst: Path, reporter: Reporter | None = None) -> SparseLa
                 if ctype == CHUNK_RAW:
                     out.seek(pos * blk)
                     _copy_exact(fh, out, csz * blk, name)
-                    layout.raw_chunks += 1
                 elif ctype == CHUNK_FILL and pattern == b"\x00\x00\x00\x00":
-                    layout.fill_chunks += 1  # a hole in the fresh file reads as zeros
+                    pass  # a hole in the fresh file reads as zeros
                 elif ctype == CHUNK_FILL:
                     out.seek(pos * blk)
                     unit = _fill_unit(pattern, blk)
@@ -197,7 +184,6 @@ def unsparse(src: Path, dst: Path, reporter: Reporter | None = None) -> SparseLa
                         n = min(left, IO_BLOCKS)
                         out.write(unit[:n * blk])
                         left -= n
-                    layout.fill_chunks += 1
                 elif ctype == CHUNK_DONT_CARE and csz:
                     if layout.dont_care and layout.dont_care[-1][1] == pos:
                         layout.dont_care[-1] = (layout.dont_care[-1][0], pos + csz)
