@@ -16,6 +16,7 @@ the error channel; `e2fsck -fn` exits 0 only for a clean filesystem.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -24,8 +25,10 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -311,7 +314,8 @@ class Ext4Image:
         try:
             with subprocess.Popen([self.tools["debugfs"], "-R", f"cat {_quote(path)}",
                                    str(self.path)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, env=_env()) as proc:
+                                  stderr=subprocess.PIPE, env=_env()) as proc, \
+                    _watchdog(proc):
                 assert proc.stdout is not None and proc.stderr is not None
                 while chunk := proc.stdout.read(READ_CHUNK):
                     h.update(chunk)
@@ -319,6 +323,8 @@ class Ext4Image:
                     if tail:
                         last = (last + chunk)[-tail:]
                 errs = _errors(proc.stderr.read().decode("utf-8", "replace"))
+            if proc.returncode < 0:
+                errs = [f"debugfs was stopped after {TIMEOUT:.0f} s"]
         except OSError as exc:
             raise FirmwareFormatError(f"cannot run debugfs: {exc}",
                                       hint=install_command()) from exc
@@ -351,7 +357,7 @@ class Ext4Image:
         try:
             with subprocess.Popen([self.tools["dumpe2fs"], str(self.path)],
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                  text=True, env=_env()) as proc:
+                                  text=True, env=_env()) as proc, _watchdog(proc):
                 assert proc.stdout is not None
                 for line in proc.stdout:
                     m = re.match(r"^\s+Free blocks: (.*)$", line)
@@ -370,6 +376,10 @@ class Ext4Image:
         except (OSError, ValueError) as exc:
             raise FirmwareFormatError(f"cannot read the free blocks of {self.path.name}: "
                                       f"{exc}", hint="the system image is damaged") from exc
+        if proc.returncode != 0:
+            raise FirmwareFormatError(f"dumpe2fs could not list the free blocks of "
+                                      f"{self.path.name} (exit {proc.returncode})",
+                                      hint="the system image is damaged")
         return sorted(ranges)
 
     def fsck(self) -> tuple[bool, str]:
@@ -451,6 +461,17 @@ class Ext4Image:
             raise FirmwareFormatError(f"debugfs could not change {self.path.name}: {errs[0]}",
                                       hint="nothing was changed in your folder; check the "
                                            "system image with `e2fsck -fn`")
+
+
+@contextlib.contextmanager
+def _watchdog(proc: subprocess.Popen[Any]) -> Iterator[None]:
+    """Kill a streaming e2fsprogs child after TIMEOUT: a hostile image must not hang us."""
+    timer = threading.Timer(TIMEOUT, proc.kill)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _errors(stderr: str) -> list[str]:
