@@ -58,6 +58,9 @@ BENCHES: tuple[Bench, ...] = (
           ("--mib", "32", "--rss-mib", "128", "--runs", "1")),
     Bench("profile_flash.py", "CPU profile of the flash path (cProfile, top 5)",
           ("--scale", "8"), ("--scale", "2")),
+    Bench("startup_bench.py", "CLI start-up vs a bare typer app; whole-process checksum/verify "
+          "vs md5sum", ("--runs", "15", "--mib", "1024", "--big-runs", "3"),
+          ("--runs", "5", "--mib", "128", "--big-runs", "1")),
 )
 
 

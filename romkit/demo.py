@@ -90,6 +90,8 @@ class DemoRequest(BaseModel):
     keep: bool = False
     dry_run: bool = False
     wait: float = Field(default=20.0, gt=0, le=300)  # seconds to wait for the virtual phone
+    # The virtual phone's cable: a pty where the system has them, else TCP (issue 20).
+    link: Literal["pty", "tcp"] | None = None
 
 
 class DemoStep(BaseModel):
@@ -393,6 +395,7 @@ class _Story:
         }
         with self.stack:
             for index, (step_id, title, command) in enumerate(STEPS, start=1):
+                command = _with_link(step_id, command, self.req.link)
                 if not self._step(index, step_id, title, command, handlers[step_id]):
                     return self.result
         self.result.ok = (self.result.first_error_code == SPFT_DRAM_FAIL
@@ -469,7 +472,7 @@ class _Story:
     def _phone(self) -> tuple[StepStatus, str, dict[str, Any]]:
         from romkit.sim.phone import VirtualPhone  # the simulator loads only when a demo runs
 
-        phone = VirtualPhone(self.ws.path("phone"), year=DEVICE_YEAR)
+        phone = VirtualPhone(self.ws.path("phone"), year=DEVICE_YEAR, link=self.req.link)
         self.port = phone.start()
         self.phone = phone
         self.stack.callback(phone.stop)
@@ -570,8 +573,18 @@ class _Story:
             "partitions": checked}
 
 
-def _planned() -> DemoResult:
-    steps = [DemoStep(id=i, title=t, command=c, status="planned") for i, t, c in STEPS]
+def _with_link(step_id: str, command: str | None, link: str | None) -> str | None:
+    """The phone step's command names the cable when it is not the system's default."""
+    from romkit.sim.link import DEFAULT_LINK
+
+    if step_id == "phone" and command is not None and (link or DEFAULT_LINK) != "pty":
+        return f"{command} --link {link or DEFAULT_LINK}"
+    return command
+
+
+def _planned(link: str | None = None) -> DemoResult:
+    steps = [DemoStep(id=i, title=t, command=_with_link(i, c, link), status="planned")
+             for i, t, c in STEPS]
     return DemoResult(ok=True, dry_run=True, workdir=None, kept=False, steps=steps)
 
 
@@ -584,7 +597,7 @@ def run_demo(request: DemoRequest, on_progress: ProgressCallback | None = None) 
     """
     rep = Reporter(on_progress)
     if request.dry_run:
-        result = _planned()
+        result = _planned(request.link)
         for index, step in enumerate(result.steps, start=1):
             rep.info(f"[{index}/{len(STEPS)}] {step.title}", step=step.id, phase="planned",
                      command=step.command, index=index, total=len(STEPS))

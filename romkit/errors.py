@@ -6,6 +6,7 @@ number for the same situation, that number (`spft_code`), so that `romkit explai
 forum searches lead to the same place. The CLI maps the class to an exit code:
 
     0 ok · 1 failure · 2 usage · 3 validation / integrity refused · 4 device / transport
+    · 130 interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
 EXIT_DEVICE = 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C'd program
 
 
 class RomkitError(Exception):
@@ -138,8 +140,44 @@ class StorageError(DeviceError):
     """The phone's storage refused an operation or is smaller than the layout."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what was left undone and how to pick up from there.
+
+    A `KeyboardInterrupt` (not a `RomkitError`) so that `except Exception` never swallows it.
+    Library code that knows its state raises it from `except KeyboardInterrupt:`, e.g.
+    `raise Interrupted("flash stopped", left="SYSTEM, USRDATA not written",
+    resume="romkit flash --only SYSTEM,USRDATA") from None`; the CLI prints
+    `interrupted: flash stopped; left: …` and `hint: resume with: …` and exits 130.
+    """
+
+    exit_code: int = EXIT_INTERRUPTED
+
+    def __init__(self, message: str = "stopped by Ctrl-C", *, left: str | None = None,
+                 resume: str | None = None, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.left = left
+        self.resume = resume
+        self.details = dict(details or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Same shape as `RomkitError.to_dict`, plus `left` and `resume`."""
+        return {
+            "error": type(self).__name__,
+            "message": self.message,
+            "hint": f"resume with: {self.resume}" if self.resume else None,
+            "spft_code": None,
+            "exit_code": self.exit_code,
+            "details": self.details or None,
+            "left": self.left,
+            "resume": self.resume,
+        }
+
+
 def exit_code_for(exc: BaseException) -> int:
     """Exit code for any exception: RomkitErrors carry theirs, anything else is a failure."""
-    if isinstance(exc, RomkitError):
+    if isinstance(exc, RomkitError | Interrupted):
         return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
     return EXIT_FAILURE

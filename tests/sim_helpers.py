@@ -1,15 +1,21 @@
 """A tiny scripted host for the virtual-phone tests, written by hand from the protocol text.
 
 Deliberately independent of romkit's flash engine and of the simulator's code: every byte
-is struct-packed here from docs/PROTOCOL.md, and checksums are computed with plain Python.
+is struct-packed here from ../shared/reference/mtk-protocol.md, the empty-sixty-five capture
+and mtkclient's legacy-DA host (facts only), and checksums are computed with plain Python.
+The only things taken from romkit.sim are data: the synthetic DA file (its stage-1 region is
+cut out here by hand) and the memory parts' CIDs. Dialect-dependent steps take the expected
+behaviour as arguments (`write_end_ack`, `format_acks`, `follow`).
 """
 
 from __future__ import annotations
 
 import struct
+import time
 
 import serial
 
+from romkit import virtualports
 from romkit.sim import s820
 
 HANDSHAKE = bytes([0xA0, 0x0A, 0x50, 0x05])
@@ -17,6 +23,37 @@ ACK, NACK, CONT = 0x5A, 0xA5, 0x69
 DA1_ADDR = 0x12000000
 DA2_ADDR = 0x82038000
 EMI_ENTRY = 0xB8
+
+
+def cid_from_words(wire: bytes) -> bytes:
+    """The CID from the DA's four little-endian u32 words (capture frame 877)."""
+    return b"".join(wire[i:i + 4][::-1] for i in range(0, 16, 4))
+
+
+def da_stage1(hw_code: int = 0x6583) -> tuple[int, bytes, int]:
+    """(load address, bytes, sig_len) of region 1 of the synthetic DA's entry for `hw_code`,
+    cut out by hand from the MTK_AllInOne_DA layout (header 0x6C, 0xDC-byte entries)."""
+    from romkit.sim.artifacts import da_s820
+
+    da = da_s820()
+    (count,) = struct.unpack_from("<I", da, 0x68)
+    for i in range(count):
+        at = 0x6C + 0xDC * i
+        if struct.unpack_from("<H", da, at + 2)[0] == hw_code:
+            buf, length, addr, _start, sig_len = struct.unpack_from("<5I", da, at + 0x14 + 20)
+            return addr, da[buf:buf + length], sig_len
+    raise LookupError(hw_code)
+
+
+def follow(phone_id: str, after: int, timeout: float = 5.0) -> virtualports.VirtualPort:
+    """Wait for the phone's announcement of a generation newer than `after` (re-enumeration)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        entry = virtualports.find(phone_id)
+        if entry is not None and entry.generation > after:
+            return entry
+        time.sleep(0.01)
+    raise TimeoutError(f"{phone_id} did not re-enumerate")
 
 
 def xor16(body: bytes) -> int:
@@ -45,8 +82,19 @@ def emi_table(*years: int) -> bytes:
 class Host:
     """Blocking host over pyserial, with assertions on every fixed byte."""
 
-    def __init__(self, port: str, timeout: float = 5.0) -> None:
+    def __init__(self, port: str, timeout: float = 5.0, *, write_end_ack: bool = False,
+                 format_acks: int = 2, info_cid_words: bool = True) -> None:
         self.s = serial.serial_for_url(port, timeout=timeout)
+        self.timeout = timeout
+        self.write_end_ack = write_end_ack
+        self.format_acks = format_acks
+        self.info_cid_words = info_cid_words  # DRAM flash ID / flash-info CID as LE words
+        self.cid_wire = b""
+
+    def reopen(self, port: str) -> None:
+        """Open the phone's new port after a re-enumeration."""
+        self.s.close()
+        self.s = serial.serial_for_url(port, timeout=self.timeout)
 
     def close(self) -> None:
         self.s.close()
@@ -99,24 +147,26 @@ class Host:
         return self.u16()
 
     def to_da(self) -> None:
-        """Handshake, upload a DA stage 1, jump; leaves the host right after SYNC."""
+        """Handshake, upload the synthetic DA's stage 1, jump; leaves the host after SYNC."""
         self.handshake()
-        body = bytes(range(256)) * 16 + b"SIG!" * 64
-        checksum, status = self.send_da(DA1_ADDR, body, 256)
+        addr, body, sig_len = da_stage1()
+        assert addr == DA1_ADDR
+        checksum, status = self.send_da(addr, body, sig_len)
         assert (checksum, status) == (xor16(body), 0)
-        assert self.jump_da(DA1_ADDR) == 0
+        assert self.jump_da(addr) == 0
         assert self.byte() == 0xC0
 
     # legacy DA setup
     def storage_report(self) -> bytes:
-        self.u32()  # NAND status
+        """The DA's first report (capture frames 867–881); returns the CID in JEDEC order."""
+        assert self.u32() == 0x0BC4  # NAND status: no NAND
         n = self.u16()
-        self.r(2 * n)
+        assert n == 5 and self.r(2 * n) == bytes(10)
         assert self.u32() == 0
-        cid = self.r(16)
+        self.cid_wire = self.r(16)
         self.w(ACK)
-        self.r(3)  # DA version
-        return cid
+        assert self.r(3) == bytes([0x03, 0x02, 0x86])  # DA version bytes of the capture
+        return cid_from_words(self.cid_wire)
 
     def send_config(self) -> int:
         cfg = struct.pack(">BBHBIBIBBBBI", 5, 1, 0x0008, 0, 0x7007FFFF, 1, 0, 1, 0, 2, 0, 0)
@@ -127,7 +177,7 @@ class Host:
     def dram(self, emi: bytes, version: int = 10) -> dict[str, int | bytes]:
         """The DRAM step; returns what the DA reported. Stops early on an A5."""
         assert self.u32() == 16
-        flash_id = self.r(16)
+        flash_id = self._info_cid(self.r(16))
         assert self.u32() == 0x0BC4
         self.r(2 * self.u16())
         self.w(0xE8)
@@ -157,19 +207,40 @@ class Host:
         self.w(ACK)
         assert self.byte() == ACK
 
-    def flash_info(self, nand_ids: int = 5) -> dict[str, int | bytes]:
+    def _info_cid(self, wire: bytes) -> bytes:
+        return cid_from_words(wire) if self.info_cid_words else wire
+
+    def flash_info(self) -> dict[str, int | bytes]:
+        """NOR, NAND, eMMC, SD, RAM, pass info (mtkclient dalegacy_flash_param.py layout)."""
         self.r(0x1C)
-        self.r(0x11 + 2 * nand_ids + 9)
+        nand = self.r(0x11)  # ret, cs, id, u64 size, u16 id count
+        nand_count = struct.unpack_from(">H", nand, 15)[0]
+        nand_ids = self.r(2 * nand_count)
+        self.r(9)  # page size, spare size, pages per block, io, addr cycle, bmt
         emmc = self.r(0x5C)
         ret, boot1, boot2, rpmb, g1, g2, g3, g4, user = struct.unpack_from(">I8Q", emmc)
         self.r(0x1C)
-        self.r(0x26)
+        ram = self.r(0x26)
+        sram_ret, sram_size, ext_ret, ram_type, _cs, ram_size = struct.unpack_from(">IIIBBQ",
+                                                                                    ram)
         passinfo = self.r(0x0A)
         assert passinfo[0] == ACK and passinfo[-1] == 0xC1
         return {"ret": ret, "boot1": boot1, "boot2": boot2, "rpmb": rpmb,
-                "gp": g1 + g2 + g3 + g4, "user": user, "cid": emmc[0x44:0x54]}
+                "gp": g1 + g2 + g3 + g4, "user": user, "cid": self._info_cid(emmc[0x44:0x54]),
+                "nand_status": struct.unpack_from(">I", nand)[0], "nand_count": nand_count,
+                "nand_ids": nand_ids, "sram_ret": sram_ret, "sram_size": sram_size,
+                "ext_ram_ret": ext_ret, "ram_type": ram_type, "ram_size": ram_size,
+                "random_id": ram[0x16:0x26]}
 
-    def full_setup(self, emi: bytes) -> dict[str, int | bytes]:
+    def full_setup(self, emi: bytes, follow_id: str | None = None) -> dict[str, int | bytes]:
+        """Up to a DA that runs at high speed. At full speed the host sends 70 01 (mtkclient
+        upload_da1); with `follow_id` it expects the phone to re-enumerate and follows it to
+        its next announced port (romkit/virtualports.py), as a host follows a USB phone."""
+        before = -1
+        if follow_id is not None:
+            entry = virtualports.find(follow_id)
+            assert entry is not None, "the phone is not announced"
+            before = entry.generation
         self.to_da()
         self.storage_report()
         assert self.send_config() == 0x0BC3
@@ -177,10 +248,19 @@ class Host:
         assert dram["ret"] == 0, dram
         self.stage2(b"\x00\x01\x02\x03" * 0x900)
         info = self.flash_info()
+        info["speed"] = self.usb_speed()
+        if info["speed"] == 0:
+            self.w(bytes([0x70, 0x01]))
+            assert self.byte() == ACK
+            if follow_id is not None:
+                self.reopen(follow(follow_id, before).port)
+            assert self.usb_speed() == 1
+        return info
+
+    def usb_speed(self) -> int:
         self.w(0x72)
         assert self.byte() == ACK
-        assert self.byte() == 1
-        return info
+        return self.byte()
 
     # flash commands
     def switch(self, part: int) -> int:
@@ -211,7 +291,8 @@ class Host:
                 if answer == CONT:
                     break
                 assert answer == NACK
-        assert self.byte() == ACK
+        if self.write_end_ack:
+            assert self.byte() == ACK
         return seen
 
     def read(self, addr: int, length: int, packet: int = 0x100000) -> bytes:
@@ -232,18 +313,21 @@ class Host:
         return bytes(out)
 
     def format(self, addr: int, length: int) -> list[int]:
+        """FORMAT: with format_acks=2 every record and the end are 5A 5A (mtkclient
+        formatflash); with 1, one 5A accepts, one starts each record, one ends."""
         self.w(0xD4)
         self.w(struct.pack(">BBBBQQ", 2, 0, 0, 0, addr, length))
-        assert self.byte() == ACK
+        if self.format_acks == 1:
+            assert self.byte() == ACK
         percents = []
         while True:
-            assert self.byte() == ACK
+            assert self.r(self.format_acks) == bytes([ACK]) * self.format_acks
             assert self.u32() == 0
             percents.append(self.byte())
             self.w(ACK)
             if percents[-1] == 100:
                 break
-        assert self.byte() == ACK
+        assert self.r(self.format_acks) == bytes([ACK]) * self.format_acks
         return percents
 
     def read_pmt(self) -> bytes:

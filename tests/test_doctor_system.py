@@ -65,8 +65,10 @@ def named_process(folder: Path, name: str) -> Iterator[int]:
 
 
 def test_gather_facts_on_this_box(romkit_home: Path, tmp_path: Path) -> None:
+    free_before = shutil.disk_usage(romkit_home).free
     with named_process(tmp_path, "rkdoctorprobe"):
         facts = gather_facts()
+    free_after = shutil.disk_usage(romkit_home).free
     assert facts.os_name == "linux"
     assert facts.python_version == "{}.{}.{}".format(*sys.version_info[:3])
     assert facts.python_required == ">=3.11"
@@ -85,7 +87,10 @@ def test_gather_facts_on_this_box(romkit_home: Path, tmp_path: Path) -> None:
     assert facts.cache_dir == str(romkit_home / "cache")
     assert facts.disk_path == str(romkit_home)  # the cache folder does not exist yet
     assert facts.disk_free is not None
-    assert abs(facts.disk_free - shutil.disk_usage(romkit_home).free) < 256 * 1024**2
+    # other processes write while this runs: the fact lies between the two measurements
+    slack = 64 * 1024**2
+    assert min(free_before, free_after) - slack <= facts.disk_free
+    assert facts.disk_free <= max(free_before, free_after) + slack
     names = {c.name for c in run_checks(facts)}
     assert names == LINUX_CHECKS | set(pyproject_minimums())
 
@@ -162,17 +167,23 @@ def test_cli_json_lists_every_check() -> None:
         assert (check["fix"] is None) == (check["status"] == "ok")
 
 
+def _steady(text: str) -> str:
+    """A report line with its numbers masked: free disk space (and any other live count) moves
+    between two runs on a busy machine; the wording, order and status must not."""
+    return re.sub(r"\d+(\.\d+)?", "N", text)
+
+
 def test_cli_human_report_matches_json() -> None:
     doc = json.loads(run_cli("doctor", "--json").stdout)
     res = run_cli("doctor")
-    lines = res.stdout.splitlines()
+    lines = [_steady(ln) for ln in res.stdout.splitlines()]
     label = {"ok": "ok   ", "warn": "warn ", "fail": "FAIL "}
     for check in doc["checks"]:
-        line = label[check["status"]] + check["summary"]
+        line = _steady(label[check["status"]] + check["summary"])
         assert line in lines
         if check["fix"]:
-            assert lines[lines.index(line) + 1] == "     fix: " + check["fix"]
-    assert lines[0] == "ok   python {}.{}.{}".format(*sys.version_info[:3])
+            assert lines[lines.index(line) + 1] == _steady("     fix: " + check["fix"])
+    assert lines[0] == _steady("ok   python {}.{}.{}".format(*sys.version_info[:3]))
     assert lines[-1].endswith("failure(s)")
 
 

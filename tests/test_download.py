@@ -160,19 +160,36 @@ def test_cache_is_reused_and_force_downloads_again() -> None:
     assert fixed.path.read_bytes() == data and not fixed.cached
 
 
-def test_unknown_hash_is_recorded_then_compared() -> None:
+def test_unknown_hash_is_recorded_then_a_different_one_is_refused() -> None:
+    """Trust on first use: the first verified sha256 is recorded; a later file with another
+    one is refused (exit 3) - the cached archive stays - until the user accepts it."""
     first, second = _data(100_000, 1), _data(100_000, 2)
     target = DownloadTarget(file_name="fw.zip", key="S820_X")
-    events: list = []
+    store = paths.data_dir() / "observed-hashes.json"
     with LocalServer({"a.zip": first, "b.zip": second}) as srv:
         res = download(target, [Candidate(url=srv.url("a.zip"))], options=FAST)
         assert res.hash_note and "recorded" in res.hash_note
-        stored = json.loads((paths.data_dir() / "observed-hashes.json").read_text())
-        assert stored["S820_X"]["sha256"] == hashlib.sha256(first).hexdigest()
-        download(target, [Candidate(url=srv.url("b.zip"))],
-                 options=FAST.model_copy(update={"force": True}), on_progress=events.append)
-    warnings = [e.label for e in events if e.kind == "warning"]
-    assert any(hashlib.sha256(first).hexdigest() in w and "differs" in w for w in warnings)
+        assert json.loads(store.read_text())["S820_X"]["sha256"] == (
+            hashlib.sha256(first).hexdigest())
+        forced = FAST.model_copy(update={"force": True})
+        with pytest.raises(IntegrityError, match="differs from") as err:
+            download(target, [Candidate(url=srv.url("b.zip"))], options=forced)
+        assert err.value.exit_code == 3 and "--accept-new-hash" in (err.value.hint or "")
+        # nothing recorded, and the verified old archive is still the cached one
+        assert json.loads(store.read_text())["S820_X"]["sha256"] == (
+            hashlib.sha256(first).hexdigest())
+        assert (_cache() / "fw.zip").read_bytes() == first
+        assert srv.wait_idle()
+        served = srv.bytes_served("b.zip")
+        accepted = download(target, [Candidate(url=srv.url("b.zip"))],
+                            options=forced.model_copy(update={"accept_new_hash": True}))
+        # the refused file was kept complete: accepting it fetches nothing again
+        assert srv.wait_idle()
+        assert srv.bytes_served("b.zip") - served <= 1
+    assert accepted.path.read_bytes() == second
+    doc = json.loads(store.read_text())["S820_X"]
+    assert doc["sha256"] == hashlib.sha256(second).hexdigest()
+    assert doc["replaces"] == hashlib.sha256(first).hexdigest()
 
 
 def test_resume_from_another_mirror_skips_finished_ranges() -> None:

@@ -33,11 +33,13 @@ def test_explain_4032_text(fixtures_dir: Path) -> None:
     names = fixture_names(fixtures_dir, 4032)
     assert set().union(*names.values()) == {"S_FT_ENABLE_DRAM_FAIL"}
     assert "S_FT_ENABLE_DRAM_FAIL" in text
-    for file in names:  # every table that defines it is cited
-        assert file in text
+    for file in names:  # every table that defines it is cited, by its tool version
+        assert file.removeprefix("codes_").removesuffix(".txt").replace("_", ".") in text
     assert "romkit prepare --device-year 2014" in text
     assert "Cause:" in text and "Fix:" in text
-    assert "spft-formats.md" in text and "mtk-protocol.md" in text
+    sources = text.split("\nSources:\n", 1)[1]
+    assert "romkit/knowledge/codes.json" in sources and "github.com/bkerler/mtkclient" in sources
+    assert ".md" not in sources
 
 
 def test_status_code_hex_and_bare_negative_give_the_same_answer(fixtures_dir: Path) -> None:
@@ -79,7 +81,7 @@ def test_global_json_for_an_application_code() -> None:
     assert [(n["name"], n["versions"]) for n in doc["names"]] == [
         ("FT_DOWNLOAD_LAYOUT_CHANGED", ["v3"])]
     assert doc["advice"][0]["romkit_command"] == "romkit flash --mode firmware-upgrade"
-    assert any("spft-formats.md §3" in s for s in doc["sources"])
+    assert any("SP Flash Tool's own error texts" in s for s in doc["sources"])
 
 
 def test_unknown_code_exits_2_with_one_error_line() -> None:

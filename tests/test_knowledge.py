@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -85,7 +86,7 @@ def test_lookup_spot_checks_against_fixture_text(tables: dict, version: str, cod
     assert names_by_version(exp)[version] == tables[version][code]
     narrowed = kb.lookup(code, version)
     assert set(names_by_version(narrowed)) == {version}
-    assert f"error-codes/codes_{version.replace('.', '_')}.txt" in exp.sources
+    assert f"romkit/knowledge/codes.json: SP Flash Tool {version} status codes" in exp.sources
     assert exp.hex == hex(code).upper().replace("0X", "0x")
     missing = [v for v, rows in tables.items() if code not in rows]
     assert exp.not_in == missing
@@ -148,7 +149,7 @@ def test_common_codes_have_curated_sourced_advice(code: int) -> None:
     for adv in exp.advice:
         assert adv.cause and adv.fix and adv.title
         assert adv.romkit_command and adv.romkit_command.startswith("romkit ")
-        assert "spft-formats.md §" in adv.source
+        assert adv.source.startswith("romkit's reading of SP Flash Tool's own error texts")
         assert adv.source in exp.sources
 
 
@@ -164,7 +165,7 @@ def test_codes_point_at_the_romkit_command_that_fixes_them(code: int, command: s
 def test_4032_advice_names_the_2014_preloader_and_the_memory_table() -> None:
     adv = kb.lookup(4032).advice[0]
     assert "2014" in adv.cause and "memory" in adv.cause and "preloader" in adv.cause
-    assert "mtk-protocol.md" in adv.source
+    assert "github.com/bkerler/mtkclient" in adv.source
 
 
 def test_curated_entries_agree_with_the_tables(tables: dict) -> None:
@@ -388,3 +389,13 @@ def test_parse_table_fuzz_raises_only_romkit_errors(text: str) -> None:
     except RomkitError:
         return
     assert rows and all(0 <= c <= 0xFFFFFFFF for c, _ in rows)
+
+
+def test_sources_cite_only_public_material_or_files_that_ship() -> None:
+    """Users have neither the project's reference notes nor its issue tracker."""
+    internal = re.compile(r"\.md\b|issue|reference|error-codes/|codes_v\d")
+    for entry in CURATED:
+        assert not internal.search(entry.source), entry
+    for code in (4032, 3149, 8038, 0xC0030001):
+        for source in kb.lookup(code).sources:
+            assert not internal.search(source), source

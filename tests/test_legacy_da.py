@@ -6,6 +6,7 @@ import io
 import os
 import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -235,24 +236,39 @@ def test_flash_info_without_emmc_is_a_storage_error() -> None:
 
 # -- write ------------------------------------------------------------------------------------
 WRITE_DATA = os.urandom(2 * 1024 + 300)
+WRITE_PADDED = 2 * 1024 + 512  # the header announces whole sectors (mtkclient's reading)
 
 
-def test_write_resends_a_nacked_packet() -> None:
+def phone_settle(p: Peer, trailing_acks: int, delay: float = 0.0, speed: int = 1,
+                 knows_0x72: bool = True) -> None:
+    """The end of a WRITE/FORMAT: the DA's optional trailing ACKs (sent `delay` s late), then
+    the host's USB_CHECK_STATUS (0x72) and its answer (BB from a DA that lacks it)."""
+    if delay:
+        time.sleep(delay)
+    p.write(b"\x5a" * trailing_acks)
+    p.expect(b"\x72")
+    p.write(b"\x5a" + bytes([speed]) if knows_0x72 else b"\xbb")
+
+
+@pytest.mark.parametrize(("final_ack", "delay", "knows_0x72"),
+                         [(0, 0.0, True), (1, 0.0, True), (1, 0.3, True), (0, 0.0, False),
+                          (1, 0.0, False)],
+                         ids=["no-final-ack", "final-ack", "late-final-ack", "no-ack-no-0x72",
+                              "final-ack-no-0x72"])
+def test_write_resends_a_nacked_packet(final_ack: int, delay: float, knows_0x72: bool) -> None:
     seen: dict[str, Any] = {"nacked": None, "resent": None}
 
     def script(p: Peer) -> None:
-        p.expect(b"\x62\x01\x08" + be64(0x800000) + be64(len(WRITE_DATA)) + be32(1024))
+        p.expect(b"\x62\x01\x08" + be64(0x800000) + be64(WRITE_PADDED) + be32(1024))
         p.write(b"\x5a")
         out = bytearray()
-        for idx, n in enumerate((1024, 1024, 300)):
-            padded = -(-n // 512) * 512
+        for idx, n in enumerate((1024, 1024, 512)):
             first = True
             while True:
-                pkt = p.read(1 + padded + 2)
-                body, cs = pkt[1 : 1 + padded], int.from_bytes(pkt[-2:], "big")
+                pkt = p.read(1 + n + 2)
+                body, cs = pkt[1 : 1 + n], int.from_bytes(pkt[-2:], "big")
                 assert pkt[0] == 0x5A
                 assert cs == sum(body) & 0xFFFF
-                assert body[n:] == bytes(padded - n)
                 if idx == 1 and first:
                     first = False
                     seen["nacked"] = pkt
@@ -261,10 +277,10 @@ def test_write_resends_a_nacked_packet() -> None:
                 if idx == 1:
                     seen["resent"] = pkt
                 p.write(b"\x69")
-                out += body[:n]
+                out += body
                 break
-        p.write(b"\x5a")
-        assert bytes(out) == WRITE_DATA
+        phone_settle(p, final_ack, delay, knows_0x72=knows_0x72)
+        assert bytes(out) == WRITE_DATA + bytes(WRITE_PADDED - len(WRITE_DATA))
 
     progress: list[tuple[int, int]] = []
 
@@ -282,7 +298,7 @@ def test_write_gives_up_after_max_retries() -> None:
     tries: list[int] = []
 
     def script(p: Peer) -> None:
-        p.expect(b"\x62\x01\x08" + be64(0x800000) + be64(len(WRITE_DATA)) + be32(1024))
+        p.expect(b"\x62\x01\x08" + be64(0x800000) + be64(WRITE_PADDED) + be32(1024))
         p.write(b"\x5a")
         p.read(1 + 1024 + 2)
         p.write(b"\x69")
@@ -313,6 +329,36 @@ def test_write_refused_range() -> None:
         with pytest.raises(StorageError) as ei:
             s.write(1, 0, io.BytesIO(b"x" * 512), 512)
         assert "BOOT1" in ei.value.message
+
+    run(script, body)
+
+
+def test_write_padding_never_crosses_the_partition_end() -> None:
+    def body(s: DaSession) -> None:
+        # 0x201 bytes at 0xE00 need 0x400 bytes of whole sectors: past a 0x1000 limit.
+        with pytest.raises(StorageError) as ei:
+            s.write(8, 0xE00, io.BytesIO(b"x" * 0x201), 0x201, limit=0x1000)
+        assert ei.value.details["limit"] == 0x1000 and "cross" in ei.value.message
+
+    def script(p: Peer) -> None:
+        assert p.silent(0.3)  # refused before a single byte went out
+
+    run(script, body)
+
+
+def test_write_with_a_mis_stepped_end_is_caught() -> None:
+    """A DA that sends something other than ACKs and a speed byte after the last CONT."""
+    def script(p: Peer) -> None:
+        p.read(1 + 1 + 1 + 8 + 8 + 4)
+        p.write(b"\x5a")
+        p.read(1 + 512 + 2)
+        p.write(b"\x69")
+        p.expect(b"\x72")
+        p.write(b"\x69\x69")
+
+    def body(s: DaSession) -> None:
+        with pytest.raises(ProtocolError):
+            s.write(8, 0, io.BytesIO(b"y" * 512), 512)
 
     run(script, body)
 
@@ -417,18 +463,26 @@ def test_switch_part_refused() -> None:
 
 
 # -- format, PMT, finish, speed ----------------------------------------------------------------
-def test_format_follows_percent_reports() -> None:
+@pytest.mark.parametrize(("first_acks", "record_acks", "end_acks"),
+                         [(2, 1, 1), (2, 2, 2), (2, 2, 1), (2, 1, 2), (1, 1, 1)],
+                         ids=["old-romkit", "mtkclient-reference", "mixed-2-1", "mixed-1-2",
+                              "one-everywhere"])
+def test_format_follows_percent_reports(first_acks: int, record_acks: int,
+                                        end_acks: int) -> None:
+    """One or two ACKs per progress record and at the end: romkit's first reading (a header
+    ACK, then one per record), mtkclient's formatflash and the shared reference (two per
+    record, two at the end), and a DA with a single ACK everywhere."""
     def script(p: Peer) -> None:
         p.expect(b"\x60")
         p.write(b"\x5a")
         p.expect(b"\x08")
         p.write(b"\x5a")
         p.expect(b"\xd4\x02\x00\x00\x00" + be64(0x3380000) + be64(0x600000))
-        p.write(b"\x5a")
-        for pct in (0, 50, 100):
-            p.write(b"\x5a" + be32(0) + bytes([pct]))
+        for i, pct in enumerate((0, 50, 100)):
+            acks = first_acks if i == 0 else record_acks
+            p.write(b"\x5a" * acks + be32(0) + bytes([pct]))
             p.expect(b"\x5a")
-        p.write(b"\x5a")
+        phone_settle(p, end_acks)
 
     seen: list[int] = []
     run(script, lambda s: s.format(8, 0x3380000, 0x600000, on_percent=seen.append))
@@ -478,13 +532,17 @@ def test_read_pmt_and_finish() -> None:
 
 def test_unknown_command_answer() -> None:
     def script(p: Peer) -> None:
+        p.expect(b"\xa5")
+        p.write(b"\xbb")
         p.expect(b"\x72")
         p.write(b"\xbb")
 
     def body(s: DaSession) -> None:
         with pytest.raises(ProtocolError) as ei:
-            s.check_speed()
+            s.read_pmt()
         assert "does not know" in ei.value.message
+        # A DA without USB_CHECK_STATUS cannot switch speed either: nothing to do.
+        assert s.check_speed() == 1
 
     run(script, body)
 

@@ -56,7 +56,33 @@ def echo(p: Peer, data: bytes) -> None:
     p.write(data)
 
 
-def phone_brom(p: Peer, target_config: int = 0) -> None:
+# SP Flash Tool's MT6589 PMIC charger setup as the replay of its USB capture sends it
+# (arzam16/empty-sixty-five brom-dump/spft-replay/src/platform.py MT6589.init_pmic):
+# register, value read on a real phone, value written.
+PMIC_STEPS = [(0x000E, 0x1001, 0x1001), (0x000C, 0x0041, 0x0049), (0x0008, 0x000F, 0x000C),
+              (0x001A, 0x0010, 0x0000), (0x0000, 0x0063, 0x007B), (0x0020, 0x0001, 0x0009)]
+
+
+def phone_pmic(p: Peer) -> None:
+    """PWR_INIT/READ16/WRITE16/DEINIT framed as spft-replay src/brom.py sends them."""
+    echo(p, b"\xc4")
+    echo(p, be32(0x80000000))
+    echo(p, be32(0))
+    p.write(be16(0))
+    for reg, before, after in PMIC_STEPS:
+        for cmd, value in ((b"\xc6", before), (b"\xc7", None), (b"\xc6", after)):
+            echo(p, cmd)
+            echo(p, be16(reg))
+            if value is None:
+                echo(p, be16(after))
+                p.write(be16(0) + be16(0))
+            else:
+                p.write(be16(0) + be16(0) + be16(value))
+    echo(p, b"\xc5")
+    p.write(be16(0))
+
+
+def phone_brom(p: Peer, target_config: int = 0, bl_ver: int = 0xFE) -> None:
     """BROM side in SP Flash Tool's order, as reference §2 lists it."""
     answer_handshake(p)
     echo(p, b"\xfd")
@@ -69,6 +95,10 @@ def phone_brom(p: Peer, target_config: int = 0) -> None:
         return
     echo(p, b"\xdb")
     p.write(be16(0))
+    p.expect(b"\xfe")
+    p.write(bytes([bl_ver]))
+    if bl_ver == 0xFE:  # only the boot ROM gets SP Flash Tool's charger setup
+        phone_pmic(p)
     echo(p, b"\xd4")  # watchdog
     echo(p, be32(0x10000000))
     echo(p, be32(1))
@@ -78,7 +108,7 @@ def phone_brom(p: Peer, target_config: int = 0) -> None:
     p.expect(b"\xff")
     p.write(b"\x05")
     p.expect(b"\xfe")
-    p.write(b"\xfe")
+    p.write(bytes([bl_ver]))
     echo(p, b"\xd4")  # EMI_GENA
     echo(p, be32(0x10203070))
     echo(p, be32(1))
@@ -154,3 +184,38 @@ def test_connect_dram_rejection_is_4032() -> None:
     with pytest.raises(DramInitError) as ei:
         bring_up(script)
     assert ei.value.spft_code == 4032 and "H9TQ17" in ei.value.message
+
+
+def test_connect_in_preloader_mode_skips_the_pmic_setup() -> None:
+    """The charger setup goes to the boot ROM only: a preloader has done it already."""
+    def script(p: Peer) -> None:
+        phone_brom(p, bl_ver=0x01)  # the phone side fails if a C4 arrives instead of D4
+        phone_sync_and_report(p)
+        phone_config(p, bytes.fromhex("05 01 0008 00 7007ffff 01 00000000 01 00 02 00 00000000"))
+        phone_dram(p)
+        phone_stage2(p)
+        phone_flash_info(p)
+        phone_speed(p, 1)
+
+    dev, _events = bring_up(script)  # type: ignore[misc]
+    try:
+        assert dev.bl_ver == 0x01 and not dev.in_brom and dev.pmic == {}
+    finally:
+        dev.close()
+
+
+def test_connect_in_brom_mode_records_the_pmic_values_it_found() -> None:
+    def script(p: Peer) -> None:
+        phone_brom(p)
+        phone_sync_and_report(p)
+        phone_config(p, CONFIG_BYTES)
+        phone_dram(p)
+        phone_stage2(p)
+        phone_flash_info(p)
+        phone_speed(p, 1)
+
+    dev, _events = bring_up(script)  # type: ignore[misc]
+    try:
+        assert dev.pmic == {reg: before for reg, before, _after in PMIC_STEPS}
+    finally:
+        dev.close()

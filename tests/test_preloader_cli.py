@@ -72,7 +72,7 @@ def test_compare(capsys: pytest.CaptureFixture[str], files: dict[str, Path]) -> 
 
 @pytest.mark.parametrize("args, code, text", [
     (("show", "{da}"), 3, "not a preloader"),
-    (("show", "{junk}"), 3, "neither a preloader nor"),
+    (("show", "{junk}"), 3, "neither a preloader, an EMI table nor"),
     (("show", "{p13}", "--cid", "xyz"), 2, "not an eMMC CID"),
     (("compare", "{p13}", "{missing}"), 1, "cannot read"),
 ])

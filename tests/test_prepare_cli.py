@@ -75,7 +75,7 @@ def test_errors_and_exit_codes(capsys: pytest.CaptureFixture[str], pkg: Path,
     code, _, err = run(capsys, "prepare", str(tmp_path / "missing"), "--drop-checksum")
     assert code == 2 and "not found" in err
     code, _, err = run(capsys, "prepare", str(pkg), "--device-year", "2015")
-    assert code == 2 and "device_year" in err
+    assert code == 2 and "--device-year (2015)" in err and "device_year" not in err
     code, _, err = run(capsys, "prepare", str(pkg), "--device-year", "2014")
     assert code == 2 and "add-mirror" in err
     code, _, err = run(capsys, "prepare", str(pkg), "--undo")

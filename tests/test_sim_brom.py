@@ -10,7 +10,7 @@ import termios
 from pathlib import Path
 
 import pytest
-from sim_helpers import DA1_ADDR, HANDSHAKE, Host, xor16
+from sim_helpers import DA1_ADDR, HANDSHAKE, Host, da_stage1, xor16
 
 from romkit.sim.phone import VirtualPhone
 
@@ -100,31 +100,35 @@ def test_registers_pmic_and_unknown_opcode(phone: VirtualPhone) -> None:
     host.echo(struct.pack(">I", 7))
     assert host.u16() == 0
     values = struct.unpack(">7I", host.r(28))
-    assert values[0] == 0x22002224
+    assert values[0] == 0x002224  # the 0x22 key is not stored (our reading)
     assert host.u16() == 0
     # An absurd count is refused with a status, not a crash.
     host.echo(b"\xd1")
     host.echo(struct.pack(">I", 0x10000000))
     host.echo(struct.pack(">I", 0xFFFFFFFF))
     assert host.u16() == 0x0001
-    # PMIC: init, write a charger register, read it back.
+    # PMIC (spft-replay src/brom.py): C4 two echoed u32 + status; C7 echoed reg and value +
+    # two statuses; C6 echoed reg + status, status, value.
     host.echo(b"\xc4")
+    host.echo(struct.pack(">I", 0x80000000))
+    host.echo(struct.pack(">I", 0))
     assert host.u16() == 0
     host.echo(b"\xc7")
     host.echo(struct.pack(">H", 0x0A))
     host.echo(struct.pack(">H", 0x1234))
-    assert host.u16() == 0
+    assert (host.u16(), host.u16()) == (0, 0)
     host.echo(b"\xc6")
     host.echo(struct.pack(">H", 0x0A))
-    assert (host.u16(), host.u16(), host.u16()) == (0, 0x1234, 0)
+    assert (host.u16(), host.u16(), host.u16()) == (0, 0, 0x1234)
     # Unknown opcode: echoed, status 0x0001, and the phone still listens.
     host.echo(b"\x42")
     assert host.u16() == 0x0001
     host.echo(b"\xfd")
     assert (host.u16(), host.u16()) == (0x6583, 0)
     host.close()
-    assert phone.session_log is not None
-    assert phone.session_log.registers["0x10000000"] == 0x22002224
+    log = phone.wait_finished(5)
+    assert log.registers["0x10000000"] == 0x22002224  # what the host wrote
+    assert log.registers["pmic:0x000a"] == 0x1234
 
 
 def test_send_da_checksum_and_jump_rules(phone: VirtualPhone) -> None:
@@ -143,13 +147,35 @@ def test_send_da_checksum_and_jump_rules(phone: VirtualPhone) -> None:
     assert (checksum, status) == (expected, 0)
     # Jumping anywhere but where the DA was loaded is refused.
     assert host.jump_da(DA1_ADDR + 0x1000) != 0
+    # Random bytes are no DA: the BROM jumps (status 0) and the phone never speaks again,
+    # whatever the host sends (issue 14 item 12).
     assert host.jump_da(DA1_ADDR) == 0
-    assert host.byte() == 0xC0  # the DA's SYNC
+    host.w(b"\x5a" * 8 + b"\xa0")
+    assert _nothing_pending(host, 0.3)
     host.close()
     log = phone.wait_finished(5)
-    assert log.outcome == "host-closed"
+    assert log.outcome == "da-crashed" and not log.da_started
     assert log.da_loads == [{"addr": DA1_ADDR, "length": 0x2001, "sig_len": 0x100,
                              "checksum": expected}]
+    # The port stays: the next host finds a phone in BROM mode again.
+    host = Host(phone.port)
+    host.to_da()  # the synthetic DA's real stage 1 does start (SYNC 0xC0)
+    host.close()
+    log = phone.wait_finished(5)
+    assert log.da_started and log.da_name is not None and "synthetic" in log.da_name
+
+
+def test_a_truncated_or_moved_da_stage1_never_syncs(phone: VirtualPhone) -> None:
+    _addr, body, sig_len = da_stage1()
+    for blob, addr in ((body[:-2], DA1_ADDR), (body[:-1] + bytes([body[-1] ^ 1]), DA1_ADDR),
+                       (body, DA1_ADDR + 0x10000)):
+        host = Host(phone.port)
+        host.handshake()
+        assert host.send_da(addr, blob, sig_len)[1] == 0
+        assert host.jump_da(addr) == 0
+        assert _nothing_pending(host, 0.2)
+        host.close()
+        assert phone.wait_finished(5).outcome == "da-crashed"
 
 
 def test_random_garbage_never_crashes_the_phone(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from sim_helpers import ACK, CONT, NACK, Host, emi_entry, emi_table
+from sim_helpers import ACK, CONT, NACK, Host, emi_entry, emi_table, follow
 
 from romkit.sim import s820
 from romkit.sim.phone import VirtualPhone
@@ -21,20 +21,20 @@ MiB = 1024 * 1024
 def test_full_session_on_a_2013_phone(tmp_path: Path) -> None:
     with VirtualPhone(tmp_path / "s", year=2013, once=True) as phone:
         host = Host(phone.port)
-        info = host.full_setup(emi_table(2013))
+        info = host.full_setup(emi_table(2013), phone.phone_id)
         assert info["cid"] == s820.PART_2013.cid
         assert (info["boot1"], info["boot2"], info["rpmb"], info["user"]) == (
             4 * MiB, 4 * MiB, 512 * 1024, 0xE9000000)
         assert info["gp"] == 0
 
-        data = random.Random(1).randbytes(3 * 0x1000 + 700)  # last packet is short
+        data = random.Random(1).randbytes(3 * 0x1000 + 0x200)  # last packet is short
         assert host.switch(USER) == ACK
         answers = host.write(USER, 0x20000000, data, packet=0x1000, spoil_first=True)
         assert answers == [NACK, CONT, CONT, CONT, CONT]  # wrong checksum → A5 → resent
         assert host.read(0x20000000, len(data), packet=0x1000) == data
 
         assert host.switch(BOOT1) == ACK
-        boot = b"BOOT1-DATA" * 100
+        boot = (b"BOOT1-DATA" * 103)[:1024]
         assert host.write(BOOT1, 0x800, boot) == [CONT]
         assert host.read(0x800, len(boot)) == boot
         host.finish()
@@ -115,7 +115,7 @@ def test_unsupported_emi_version_is_nacked(tmp_path: Path) -> None:
 def test_refusals_and_unknown_command(tmp_path: Path) -> None:
     with VirtualPhone(tmp_path / "s", once=True) as phone:
         host = Host(phone.port)
-        host.full_setup(emi_table(2013))
+        host.full_setup(emi_table(2013), phone.phone_id)
         assert host.switch(9) == NACK
         assert host.switch(USER) == ACK
         # Past the end of the user area, and a packet size that is not a sector multiple.
@@ -132,7 +132,7 @@ def test_refusals_and_unknown_command(tmp_path: Path) -> None:
 def test_format_zeroes_with_progress_and_stays_sparse(tmp_path: Path) -> None:
     with VirtualPhone(tmp_path / "s", once=True) as phone:
         host = Host(phone.port)
-        host.full_setup(emi_table(2013))
+        host.full_setup(emi_table(2013), phone.phone_id)
         assert host.switch(USER) == ACK
         data = b"\xab" * (2 * MiB)
         host.write(USER, 0x40000000, data, packet=MiB)
@@ -156,7 +156,7 @@ def test_factory_pmt_and_read_pmt_follows_storage(tmp_path: Path) -> None:
     layout = [(n.removeprefix("__NODL_"), a) for n, a in s820.LAYOUT if "BMTPOOL" not in n]
     with VirtualPhone(tmp_path / "s", once=True) as phone:
         host = Host(phone.port)
-        host.full_setup(emi_table(2013))
+        host.full_setup(emi_table(2013), phone.phone_id)
         rows = _pmt_entries(host.read_pmt())
         assert [(n, o) for n, _s, o in rows] == layout
         sizes = [b - a for (_n, a), (_m, b) in zip(layout, layout[1:], strict=False)]
@@ -168,10 +168,11 @@ def test_factory_pmt_and_read_pmt_follows_storage(tmp_path: Path) -> None:
         new += struct.pack("<64sQQQ", b"USRDATA", 0, 0x76580000, 0)
         assert "ANDROID" in names
         assert host.switch(USER) == ACK
-        host.write(USER, 0x100000, bytes(new), packet=0x200)
+        host.write(USER, 0x100000, bytes(new).ljust(0x200, b"\x00"), packet=0x200)
         assert _pmt_entries(host.read_pmt()) == [("ANDROID", 0x5E000000, 0x17980000),
                                                  ("USRDATA", 0, 0x76580000)]
-        host.write(USER, 0x100000, b"XXXX", packet=0x200)  # magic gone: no valid PMT
+        # Magic gone: no valid PMT.
+        host.write(USER, 0x100000, b"XXXX".ljust(0x200, b"\x00"), packet=0x200)
         assert host.read_pmt() == b""
         host.finish()
         phone.wait_finished(5)
@@ -223,16 +224,19 @@ def test_state_survives_reconnect_and_new_phone(tmp_path: Path) -> None:
     state = tmp_path / "s"
     data = random.Random(3).randbytes(MiB + 123)
     digest = hashlib.sha256(data).hexdigest()
-    with VirtualPhone(state) as phone:  # not once: reboots on the same port after FINISH
+    data = data[:len(data) // 512 * 512]
+    digest = hashlib.sha256(data).hexdigest()
+    with VirtualPhone(state) as phone:  # not once: reboots onto a new port after FINISH
         host = Host(phone.port)
-        host.full_setup(emi_table(2013))
+        host.full_setup(emi_table(2013), phone.phone_id)
         assert host.switch(USER) == ACK
         host.write(USER, 0x30000000, data, packet=0x40000)
+        generation = phone.generation
         host.finish()
         host.close()
         assert phone.wait_finished(5).outcome == "finish"
-        host = Host(phone.port)  # same path
-        host.full_setup(emi_table(2013))
+        host = Host(follow(phone.phone_id, generation).port)  # where the phone came back
+        host.full_setup(emi_table(2013), phone.phone_id)
         back = host.read(0x30000000, len(data))
         assert hashlib.sha256(back).hexdigest() == digest
         host.finish()

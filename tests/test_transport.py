@@ -19,6 +19,7 @@ from types import TracebackType
 import pytest
 from serial.tools.list_ports_common import ListPortInfo
 
+from romkit import virtualports
 from romkit.device.transport import SerialTransport, find_mtk_ports, port_mode, wait_for_port
 from romkit.errors import DeviceTimeout, TransportError
 from romkit.progress import ProgressEvent
@@ -261,8 +262,11 @@ def test_find_mtk_ports_filters_by_usb_id_and_prefers_brom() -> None:
 
 
 def test_wait_for_port_waits_for_an_explicit_path(tmp_path: Path) -> None:
+    """A path a virtual phone has announced is waited for, like a USB node on plug-in."""
     master, slave = os.openpty()
     link = tmp_path / "phone-tty"
+    virtualports.announce(virtualports.VirtualPort(phone_id="t1", port=str(link),
+                                                   owner_pid=os.getpid()))
     events: list[ProgressEvent] = []
     timer = threading.Timer(0.25, lambda: link.symlink_to(os.ttyname(slave)))
     timer.start()
@@ -280,13 +284,34 @@ def test_wait_for_port_waits_for_an_explicit_path(tmp_path: Path) -> None:
         os.close(slave)
 
 
-def test_wait_for_port_times_out_with_a_prompt(tmp_path: Path) -> None:
+def test_wait_for_port_fails_at_once_for_a_path_that_cannot_appear(tmp_path: Path) -> None:
+    start = time.monotonic()
+    with pytest.raises(TransportError) as ei:
+        wait_for_port(str(tmp_path / "typo"), timeout=30)
+    assert time.monotonic() - start < 1
+    assert "does not exist" in ei.value.message and ei.value.hint
+
+
+def test_wait_for_port_times_out_with_a_prompt() -> None:
     events: list[ProgressEvent] = []
     with pytest.raises(TransportError) as ei:
-        wait_for_port(str(tmp_path / "never"), timeout=0.15, poll=0.02, on_progress=events.append)
+        wait_for_port("/dev/ttyACM-romkit-never", timeout=0.15, poll=0.02,
+                      on_progress=events.append)
     assert "within" in ei.value.message
     assert ei.value.spft_code == 8100  # SP Flash Tool's FT_FIND_USB_ERROR
     assert events and events[0].kind == "info" and "USB" in events[0].label
+
+
+def test_wait_for_port_without_a_path_finds_a_running_virtual_phone() -> None:
+    master, slave = os.openpty()
+    try:
+        pty = os.ttyname(slave)
+        virtualports.announce(virtualports.VirtualPort(phone_id="sim-a", port=pty, pid=0x2000,
+                                                       owner_pid=os.getpid()))
+        assert wait_for_port(None, timeout=2, poll=0.02) == pty
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def test_wait_for_port_passes_urls_through() -> None:

@@ -34,8 +34,8 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Check and report; ch
 
 UNKNOWN = "unknown"
 
-catalog_app = typer.Typer(help="Known firmware builds and resources (catalog).",
-                          no_args_is_help=True)
+catalog_app = typer.Typer(help="Known firmware builds and resources (catalog).\n\n"
+                               "Example: romkit catalog list", no_args_is_help=True)
 
 
 class ListRequest(BaseModel):
@@ -200,7 +200,10 @@ def list_cmd(
     catalog_url: CatalogUrlOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """List known builds and resources."""
+    """List known builds and resources.
+
+    Example: romkit catalog list --device S820 --kind full
+    """
     out.use_json(json_)
     req = ListRequest(device=device, region=region, kind=kind, catalog_url=catalog_url)
     catalog = Catalog.load(req.catalog_url, on_progress=out.progress)
@@ -218,7 +221,10 @@ def show_cmd(
     catalog_url: CatalogUrlOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Show every known fact of a build or resource; unknown facts print as "unknown"."""
+    """Show every known fact of a build or resource; unknown facts print as "unknown".
+
+    Example: romkit catalog show S820_ROW_S124
+    """
     out.use_json(json_)
     req = ShowRequest(name=name, catalog_url=catalog_url)
     catalog = Catalog.load(req.catalog_url, on_progress=out.progress)
@@ -232,7 +238,10 @@ def search_cmd(
     catalog_url: CatalogUrlOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Find builds/resources whose names, facts or notes contain every word."""
+    """Find builds/resources whose names, facts or notes contain every word.
+
+    Example: romkit catalog search kitkat ROW
+    """
     out.use_json(json_)
     req = SearchRequest(text=text, catalog_url=catalog_url)
     catalog = Catalog.load(req.catalog_url, on_progress=out.progress)
@@ -251,7 +260,10 @@ def add_mirror_cmd(
     catalog_url: CatalogUrlOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Add your own download URL for a build; it is tried before all others."""
+    """Add your own download URL for a build; it is tried before all others.
+
+    Example: romkit catalog add-mirror S820_ROW_S124 https://example.org/S820_ROW_S124_140404.7z
+    """
     out.use_json(json_)
     req = AddMirrorRequest(build=build, url=url, label=label, dry_run=dry_run,
                            catalog_url=catalog_url)
@@ -275,7 +287,10 @@ def import_cmd(
     dry_run: DryRunOpt = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Validate a catalog file and copy it into your config folder."""
+    """Validate a catalog file and copy it into your config folder.
+
+    Example: romkit catalog import my-builds.toml --dry-run
+    """
     out.use_json(json_)
     req = ImportRequest(path=path, dry_run=dry_run)
     result = import_catalog_file(req.path, dry_run=req.dry_run)

@@ -14,10 +14,11 @@ import typer
 
 from romkit.cli.output import JsonOpt, out
 from romkit.demo import DemoRequest, DemoResult, run_demo
-from romkit.errors import EXIT_FAILURE
+from romkit.errors import EXIT_FAILURE, UsageError
 from romkit.progress import ProgressEvent
 
 _INDENT = "      "
+_driven = out.indented(f"{_INDENT}| ")
 _STATUS_WORDS = {"ok": "ok", "expected-error": "refused, as expected", "failed": "FAILED",
                  "planned": "planned"}
 
@@ -57,12 +58,8 @@ def _progress(event: ProgressEvent) -> None:
         return
     if event.kind == "info" and event.label == "plan" and "plan" in data:
         return  # the flash plan table belongs to `romkit flash`, not to the story
-    if event.kind in ("info", "warning") and event.label:
-        # what the driven commands say, indented under the step they belong to
-        prefix = "warning: " if event.kind == "warning" else ""
-        out.note(f"{_INDENT}| {prefix}{event.label}")
-        return
-    out.progress(event)
+    # what the driven commands say (messages, finished items), indented under their step
+    _driven(event)
 
 
 def _render(result: DemoResult) -> None:
@@ -101,25 +98,35 @@ def _demo_cmd(
     ] = False,
     wait: Annotated[float, typer.Option(
         "--wait", min=1.0, max=300.0, help="Seconds to wait for the virtual phone.")] = 20.0,
+    link: Annotated[str | None, typer.Option(
+        "--link", metavar="pty|tcp", help="The virtual phone's cable: a pseudo-terminal "
+        "(default where the system has them) or a TCP port on 127.0.0.1.")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Run the whole story on a virtual S820 built in 2014: fetch, 4032, prepare, flash, verify.
 
     Needs no phone and no network (a local mirror on 127.0.0.1); touches none of your romkit
     folders (ROMKIT_HOME points into the workspace while it runs).
+
+    Example: romkit demo --keep
     """
     out.use_json(json_)
-    req = DemoRequest(workdir=workdir, keep=keep, dry_run=dry_run, wait=wait)
+    if link is not None and link.lower() not in ("pty", "tcp"):
+        raise UsageError(f"--link {link!r} is not a cable the demo knows",
+                         hint="use --link pty or --link tcp")
+    req = DemoRequest(workdir=workdir, keep=keep, dry_run=dry_run, wait=wait,
+                      link=link.lower() if link else None)
     result = run_demo(req, _progress)
     out.result(result, lambda: _render(result))
     if not result.ok:
         error = result.error or {}
         out.note("error: the demo did not end green" + (
             f": {error['message']}" if error.get("message") else ""))
-        if error.get("hint"):
-            out.note(f"hint: {error['hint']}")
+        hints = [str(error["hint"])] if error.get("hint") else []
         if not result.kept:
-            out.note("hint: run `romkit demo --keep` to inspect the workspace of a failed run")
+            hints.append("run `romkit demo --keep` to inspect the workspace of a failed run")
+        if hints:
+            out.note("hint: " + "; ".join(hints))  # one hint line, as every error has
         raise typer.Exit(int(error.get("exit_code") or EXIT_FAILURE))
 
 

@@ -49,7 +49,10 @@ def doctor(
                             "instead of checking.")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Check Python, dependencies, serial ports, permissions, ModemManager, drivers and disk."""
+    """Check Python, dependencies, serial ports, permissions, ModemManager, drivers and disk.
+
+    Example: romkit doctor --json
+    """
     request = DoctorRequest(udev_rule=udev_rule_)
     out.use_json(json_)
     if request.udev_rule:

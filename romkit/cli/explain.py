@@ -76,9 +76,11 @@ def _render_explanation(exp: Explanation) -> None:
         out.line("")
         out.line("No curated cause / fix for this code: the tables give only its name.")
     out.line("")
-    tables = [s.split("/", 1)[1] for s in exp.sources if s.startswith(f"{TABLE_DIR}/")]
-    lines = [f"{TABLE_DIR}/ {', '.join(tables)}"] if tables else []
-    lines += [s for s in exp.sources if not s.startswith(f"{TABLE_DIR}/")]
+    prefix = f"{TABLE_DIR}: SP Flash Tool "
+    tables = [s.removeprefix(prefix).split()[0] for s in exp.sources if s.startswith(prefix)]
+    lines = [f"SP Flash Tool status-code tables of {', '.join(tables)} ({TABLE_DIR})"
+             ] if tables else []
+    lines += [s for s in exp.sources if not s.startswith(prefix)]
     out.line(f"Source{'s' if len(lines) > 1 else ''}:")
     for line in lines:
         out.line(textwrap.fill(line, width=_WIDTH, initial_indent="  ", subsequent_indent="    "))
@@ -130,6 +132,9 @@ def register(app: typer.Typer) -> None:
             show_default=False)] = None,
         json_: JsonOpt = False,
     ) -> None:
-        """Explain an SP Flash Tool / BROM / DA error code: names per version, cause, fix."""
+        """Explain an SP Flash Tool / BROM / DA error code: names per version, cause, fix.
+
+        Example: romkit explain 4032   (or: romkit explain --search DRAM)
+        """
         out.use_json(json_)
         run(ExplainRequest(code=code, search=search_text, tool_version=tool_version))

@@ -41,12 +41,19 @@ InspectArg = Annotated[Path | None, typer.Argument(
          "fetched folder.")]
 
 
+StorageOpt = Annotated[str | None, typer.Option(
+    "--storage", metavar="KIND",
+    help="V2.x scatter: which storage layout to use (EMMC or UFS; default EMMC).")]
+
+
 class InspectOptions(BaseModel):
     path: Path | None = None
+    storage: str | None = None
 
 
 class FolderOptions(BaseModel):
     folder: Path | None = None
+    storage: str | None = None
 
 
 class ChecksumOptions(BaseModel):
@@ -106,6 +113,8 @@ def _size_cell(row: PartitionRow) -> str:
 
 
 def _checksum_cell(row: PartitionRow) -> str:
+    if row.checksum == "no-image" and row.checksum_expected is not None:
+        return "not in this folder"
     return {"ok": "ok", "mismatch": "MISMATCH", "missing-key": "no entry",
             "no-ini": "no ini", "no-image": "", None: ""}.get(row.checksum, row.checksum or "")
 
@@ -124,6 +133,14 @@ def _render_inspection(r: FolderInspection) -> None:
     out.line(f"folder:   {r.folder}")
     out.line(f"scatter:  {r.scatter.name} ({r.platform or 'platform unknown'}, "
              f"{r.format} format, {len(r.partitions)} entries)")
+    if r.chip is not None:
+        emi = "/".join(f"v{v:02d}" for v in r.chip.emi_versions) or "unknown"
+        out.line(f"chip:     {r.chip.name} (hw code 0x{r.chip.hw_code:04X}, EMI table {emi}, "
+                 f"DA {r.chip.da_family})")
+    if r.storages:
+        blocks = ", ".join(f"{k} {n} partitions" + (" (shown)" if k == r.storage_type else "")
+                           for k, n in r.storages.items())
+        out.line(f"storage:  {blocks}")
     out.line(f"checksum: {r.checksum_file.name if r.checksum_file else 'none'}")
     if r.flash_tool_dir:
         out.line(f"tool dir: {r.flash_tool_dir}")
@@ -169,9 +186,15 @@ def _file_inspector(path: Path) -> Any:
 # -- commands -----------------------------------------------------------------------------------
 
 
-def inspect_cmd(path: InspectArg = None, json_: JsonOpt = False) -> None:
-    """Show a firmware folder: partitions, images, fill, checksums and a layout bar."""
-    opts = InspectOptions(path=path)
+def inspect_cmd(path: InspectArg = None, storage: StorageOpt = None,
+                json_: JsonOpt = False) -> None:
+    """Show a firmware folder, or one preloader, EMI table or DA file.
+
+    A folder shows its partitions, images, fill, checksums and a layout bar.
+
+    Example: romkit inspect ./S820_ROW_S124_140404/target_bin
+    """
+    opts = InspectOptions(path=path, storage=storage)
     out.use_json(json_)
     target = opts.path
     if target is not None and target.is_file() and not (
@@ -182,15 +205,20 @@ def inspect_cmd(path: InspectArg = None, json_: JsonOpt = False) -> None:
         out.result(result, lambda: out.line(render(result) if render else str(result)))
         return
     folder = resolve_firmware_dir(target)
-    inspection = inspect_folder(folder, on_progress=out.progress)
+    inspection = inspect_folder(folder, on_progress=out.progress, storage=opts.storage)
     out.result(inspection, lambda: _render_inspection(inspection))
 
 
-def verify_cmd(folder: PathArg = None, json_: JsonOpt = False) -> None:
-    """Validate a firmware folder (images, sizes, layout, preloader, checksums); exit 3 on error."""
-    opts = FolderOptions(folder=folder)
+def verify_cmd(folder: PathArg = None, storage: StorageOpt = None,
+               json_: JsonOpt = False) -> None:
+    """Validate a firmware folder (images, sizes, layout, preloader, checksums); exit 3 on error.
+
+    Example: romkit verify ./S820_ROW_S124_140404/target_bin
+    """
+    opts = FolderOptions(folder=folder, storage=storage)
     out.use_json(json_)
-    report = verify_folder(resolve_firmware_dir(opts.folder), on_progress=out.progress)
+    report = verify_folder(resolve_firmware_dir(opts.folder), on_progress=out.progress,
+                           storage=opts.storage)
     if not report.ok:
         if not out.json:
             _render_verify(report)
@@ -212,8 +240,13 @@ def _render_verify(report: ValidationReport) -> None:
 
 
 def _render_checksums(results: list[ChecksumResult]) -> None:
+    def status(r: ChecksumResult) -> str:
+        if r.status == "no-image" and r.expected is not None:
+            return "not in this folder"
+        return r.status
+
     rows = [[r.partition, r.path.name if r.path else "-", _hex(r.expected),
-             _hex(r.actual), r.status] for r in results]
+             _hex(r.actual), status(r)] for r in results]
     out.line(table(rows, ["partition", "image", "checksum.ini", "actual", "status"]))
 
 
@@ -226,6 +259,8 @@ def _render_write(w: ChecksumWrite) -> None:
         out.line(f"dry run: {w.path} not written")
         return
     out.line(f"wrote {w.path} ({len(w.values)} entries)")
+    if w.kept_absent:
+        out.line("kept (image not in this folder): " + ", ".join(w.kept_absent))
     if w.backup:
         out.line(f"backup of the old file: {w.backup}")
 
@@ -237,7 +272,10 @@ def checksum_cmd(
         "--dry-run", help="With --write: show the diff, write nothing.")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Check images against checksum.ini, or regenerate it with --write (old one backed up)."""
+    """Check images against checksum.ini, or regenerate it with --write (old one backed up).
+
+    Example: romkit checksum --write --dry-run
+    """
     opts = ChecksumOptions(folder=folder, write=write or dry_run, dry_run=dry_run)
     out.use_json(json_)
     target = resolve_firmware_dir(opts.folder)

@@ -42,6 +42,9 @@ FirmwareOpt = Annotated[Path | None, typer.Option(
     "--firmware", help="Firmware folder for the DA/preloader (default: current or last "
                        "fetched).")]
 PacketOpt = Annotated[int, typer.Option("--packet-size", help="Bytes per DA packet.")]
+TraceOpt = Annotated[Path | None, typer.Option(
+    "--trace", help="Record every byte to and from the phone in FILE (docs/TRACE.md; .gz "
+                    "compresses): attach it to a bug report.")]
 
 
 def _hex(n: int | None) -> str:
@@ -78,15 +81,14 @@ def _render_flash(r: FlashResult) -> None:
     if r.dry_run:
         out.line("dry run: nothing was written")
         return
-    rows = [[p.partition, human_size(p.bytes),
-             "-" if p.resumed or not p.seconds else f"{p.mb_per_s:.1f}",
-             f"0x{p.sum16:04X}", p.sha256[:16],
-             "resumed" if p.resumed else ("verified" if p.verified else "written")]
-            for p in r.partitions]
-    out.line(table(rows, ["partition", "bytes", "MB/s", "sum16", "sha256", "status"]))
-    for p in r.partitions:
-        if p.verified:
-            out.line(f"verified {p.partition}: sum16 0x{p.sum16:04X} sha256 {p.sha256}")
+    # Each partition already got its "verified …" line as its bar ended; the summary counts
+    # them instead of listing them again (`--json` has every partition's sha256 and speed).
+    written = [p for p in r.partitions if not p.resumed]
+    rate = human_size(int(r.bytes_written / r.seconds)) + "/s" if r.seconds > 0 else "-"
+    out.table([[str(len(written)), str(sum(p.verified for p in written)),
+                str(len(r.partitions) - len(written)), str(sum(p.rewrites for p in written)),
+                human_size(r.bytes_written), f"{r.seconds:.1f} s", rate]],
+              ["written", "verified", "resumed", "rewrites", "bytes", "time", "speed"])
     if r.backup_set:
         out.line(f"calibration backup: {r.backup_set}")
     if r.formatted:
@@ -96,9 +98,9 @@ def _render_flash(r: FlashResult) -> None:
     if r.restored:
         out.line(f"calibration restored and verified: {', '.join(r.restored)}")
     for w in r.warnings:
-        out.line(f"note: {w}")
-    out.line(f"done: {human_size(r.bytes_written)} in {r.seconds:.1f} s "
-             f"({r.mode}, phone {r.cid})")
+        if not out.warned(w):  # plan warnings were already shown before the first write
+            out.line(f"note: {w}")
+    out.line(f"done: {r.mode} on phone {r.cid}")
 
 
 def _csv(values: list[str] | None) -> list[str]:
@@ -129,15 +131,19 @@ def _flash_cmd(
         help="Allow format-all / firmware-upgrade without a calibration backup.")] = False,
     wait: WaitOpt = 30.0,
     packet_size: PacketOpt = P.DA_PACKET_DEFAULT,
+    trace: TraceOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Flash a firmware folder to the phone, verify it, keep calibration safe."""
+    """Flash a firmware folder to the phone, verify it, keep calibration safe.
+
+    Example: romkit flash --dry-run   (then: romkit flash)
+    """
     out.use_json(json_)
     if mode not in MODES:
         raise UsageError(f"unknown mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
     req = FlashRequest(
         firmware_dir=folder, port=port, da=da, dry_run=dry_run, wait=wait,
-        packet_size=packet_size,
+        packet_size=packet_size, trace=trace,
         options=PlanOptions(mode=cast(Mode, mode), only=_csv(only), skip=_csv(skip),
                             verify=not no_verify, backup=not no_backup,
                             erase_calibration_ok=erase_ok))
@@ -147,10 +153,14 @@ def _flash_cmd(
 
 def _backup_cmd(port: PortOpt = None, da: DaOpt = None, preloader: PreloaderOpt = None,
                 firmware: FirmwareOpt = None, wait: WaitOpt = 30.0,
-                json_: JsonOpt = False) -> None:
-    """Save NVRAM, PROTECT_F/S, PRO_INFO and SECCFG (IMEI, calibration) to the data dir."""
+                trace: TraceOpt = None, json_: JsonOpt = False) -> None:
+    """Save NVRAM, PROTECT_F/S, PRO_INFO and SECCFG (IMEI, calibration) to the data dir.
+
+    Example: romkit backup --port /dev/ttyACM0
+    """
     out.use_json(json_)
-    req = BackupRequest(port=port, da=da, preloader=preloader, firmware_dir=firmware, wait=wait)
+    req = BackupRequest(port=port, da=da, preloader=preloader, firmware_dir=firmware, wait=wait,
+                        trace=trace)
     result = backup_phone(req, _progress)
     out.result(result, lambda: _render_backup(result))
 
@@ -171,9 +181,13 @@ def _restore_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be written.")
                        ] = False,
     list_: Annotated[bool, typer.Option("--list", help="List backup sets and exit.")] = False,
+    trace: TraceOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Write a calibration backup back to its phone and verify it by readback."""
+    """Write a calibration backup back to its phone and verify it by readback.
+
+    Example: romkit restore --list   (then: romkit restore SET --dry-run)
+    """
     out.use_json(json_)
     if list_:
         sets = list_backups()
@@ -187,7 +201,7 @@ def _restore_cmd(
             if payload else "no backup sets"))
         return
     req = RestoreRequest(set_ref=set_ref, port=port, da=da, preloader=preloader,
-                         firmware_dir=firmware, wait=wait, dry_run=dry_run)
+                         firmware_dir=firmware, wait=wait, dry_run=dry_run, trace=trace)
     result = restore_phone(req, _progress)
     out.result(result, lambda: _render_restore(result))
 
@@ -205,9 +219,13 @@ def _readback_cmd(
     all_: Annotated[bool, typer.Option("--all", help="Every partition on the phone.")] = False,
     port: PortOpt = None, da: DaOpt = None, preloader: PreloaderOpt = None,
     firmware: FirmwareOpt = None, wait: WaitOpt = 30.0,
-    packet_size: PacketOpt = P.DA_PACKET_DEFAULT, json_: JsonOpt = False,
+    packet_size: PacketOpt = P.DA_PACKET_DEFAULT, trace: TraceOpt = None,
+    json_: JsonOpt = False,
 ) -> None:
-    """Dump partitions from the phone into OUT_DIR (one NAME.bin each, sha256 printed)."""
+    """Dump partitions from the phone into OUT_DIR (one NAME.bin each, sha256 printed).
+
+    Example: romkit readback NVRAM,PRO_INFO ./dump
+    """
     out.use_json(json_)
     if all_ and len(args) != 1:
         raise UsageError("with --all give only OUT_DIR", hint="romkit readback --all ./dump")
@@ -216,7 +234,7 @@ def _readback_cmd(
                          hint="romkit readback NVRAM,PRO_INFO ./dump  (or --all ./dump)")
     req = ReadbackRequest(names=args[:-1], all=all_, out_dir=Path(args[-1]), port=port, da=da,
                           preloader=preloader, firmware_dir=firmware, wait=wait,
-                          packet_size=packet_size)
+                          packet_size=packet_size, trace=trace)
     result = readback(req, _progress)
     out.result(result, lambda: _render_readback(result))
 

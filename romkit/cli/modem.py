@@ -50,7 +50,8 @@ def _render(info: ModemSetInfo) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    modem_app = typer.Typer(help="Modem firmware sets: show what a build or folder holds.",
+    modem_app = typer.Typer(help="Modem firmware sets: show what a build or folder holds.\n\n"
+                                 "Example: romkit modem show target_bin/system.img",
                             no_args_is_help=True)
     app.add_typer(modem_app, name="modem")
 
@@ -60,7 +61,10 @@ def register(app: typer.Typer) -> None:
             help="A system.img (raw ext4 or Android sparse), a modem folder, or a modem.img.")],
         json_: JsonOpt = False,
     ) -> None:
-        """The modem set, its naming (plain, 1_3g_n, …), version strings and sizes."""
+        """The modem set, its naming (plain, 1_3g_n, …), version strings and sizes.
+
+        Example: romkit modem show target_bin/system.img
+        """
         out.use_json(json_)
         request = ShowRequest(target=target)
         info = show_modem(request.target, on_progress=out.progress)

@@ -34,7 +34,8 @@ class CompareOptions(BaseModel):
 
 
 def register(app: typer.Typer) -> None:
-    group = typer.Typer(help="Inspect preloaders: the memory parts (EMI table) they support.",
+    group = typer.Typer(help="Inspect preloaders: the memory parts (EMI table) they support."
+                             "\n\nExample: romkit preloader show preloader_s820.bin",
                         no_args_is_help=True, rich_markup_mode=None)
 
     @group.command("show")
@@ -43,7 +44,10 @@ def register(app: typer.Typer) -> None:
         cid: CidOpt = None,
         json_: JsonOpt = False,
     ) -> None:
-        """Show a preloader's header and the memory parts its EMI table lists."""
+        """Show a preloader's header and the memory parts its EMI table lists.
+
+        Example: romkit preloader show target_bin/preloader_s820.bin
+        """
         out.use_json(json_)
         opts = ShowOptions(path=file, cid=parse_cid(cid) if cid else None)
         info = inspect_file(opts.path, expect="preloader", cid=opts.cid)
@@ -60,6 +64,8 @@ def register(app: typer.Typer) -> None:
 
         Typical use: the 2013 and the 2014 S820 preloader; only the 2014 one lists the
         memory chip of 2014 units.
+
+        Example: romkit preloader compare preloader_2013.bin preloader_2014.bin
         """
         out.use_json(json_)
         opts = CompareOptions(a=a, b=b, cid=parse_cid(cid) if cid else None)

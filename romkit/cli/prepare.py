@@ -21,7 +21,16 @@ from romkit.prepare import (
     UndoResult,
     prepare,
 )
+from romkit.progress import ProgressEvent
 from romkit.sysimg import ModemInstall
+
+
+def _progress(event: ProgressEvent) -> None:
+    """Bars and warnings as they happen; each planned action is shown once, in the plan table
+    printed with the result, not also as it is applied."""
+    if event.kind == "info" and not out.json:
+        return
+    out.progress(event)
 
 
 def _parts(parts: list[PartInfo] | None) -> str:
@@ -103,7 +112,8 @@ def _render_validation(report: ValidationReport | None) -> None:
 
 def _render_undo(undo: UndoResult) -> None:
     verb = "would restore" if undo.dry_run else "restored"
-    out.line(f"undo of prepare record {undo.record.name} in {undo.folder}:")
+    what = "interrupted prepare" if undo.interrupted else "prepare"
+    out.line(f"undo of {what} record {undo.record.name} in {undo.folder}:")
     for f in undo.files:
         what = {"restored": verb, "removed": "would remove" if undo.dry_run else "removed",
                 "already": "already as before:"}[f.action]
@@ -120,6 +130,10 @@ def _render(result: PrepareResult) -> None:
         _render_undo(result.undo)
         return
     assert result.plan is not None
+    if result.recovered is not None:
+        back = sum(1 for f in result.recovered.files if f.action != "already")
+        out.line(f"rolled back the interrupted prepare of {result.recovered.created} "
+                 f"({back} file(s) put back) before planning again")
     _render_plan(result.plan)
     if result.dry_run:
         if result.plan.steps:
@@ -175,11 +189,13 @@ def register(app: typer.Typer) -> None:
 
         Every change is shown as a plan first (--dry-run), backed up in
         DIR/.romkit/prepare/<time>/ and can be undone with --undo.
+
+        Example: romkit prepare --device-year 2014 --dry-run
         """
         out.use_json(json_)
         request = PrepareRequest.from_options(
             folder=folder, device_year=device_year, preloader=preloader, modem=modem,
             modem_naming=modem_naming, drop_checksum=drop_checksum, build=build,
             device=device, dry_run=dry_run, undo=undo)
-        result = prepare(request, on_progress=out.progress)
+        result = prepare(request, on_progress=_progress)
         out.result(result, lambda: _render(result))

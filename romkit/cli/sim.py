@@ -1,4 +1,4 @@
-"""`romkit sim`: plug in a virtual Lenovo S820 (MT6589) on a pseudo-terminal.
+"""`romkit sim`: plug in a virtual Lenovo S820 (MT6589) on a pseudo-terminal or a TCP port.
 
 Lets users rehearse a flash, and tests drive the real engine, without risking a phone.
 """
@@ -15,8 +15,10 @@ from pydantic import BaseModel, ValidationError
 
 from romkit.cli.output import JsonOpt, human_size, out
 from romkit.errors import UsageError
+from romkit.sim.dialects import DEFAULT_DIALECT, KNOB_VALUES, listing, resolve
 from romkit.sim.faults import FaultPlan
-from romkit.sim.phone import VirtualPhone, default_state_dir, serve, state_action
+from romkit.sim.link import DEFAULT_LINK, parse_link
+from romkit.sim.phone import DEFAULT_BOOT, VirtualPhone, default_state_dir, serve, state_action
 from romkit.sim.session import SessionLog, parse_memory_id
 
 
@@ -27,7 +29,10 @@ class SimOptions(BaseModel):
     memory_id: str | None = None
     storage: Literal["4G", "8G"] = "4G"
     state: Path | None = None
-    boot: Literal["brom", "preloader"] = "preloader"
+    boot: Literal["brom", "preloader"] = DEFAULT_BOOT
+    dialect: str = DEFAULT_DIALECT
+    link: str = DEFAULT_LINK
+    trace: Path | None = None
     faults: list[str] = []
     once: bool = False
     reset: bool = False
@@ -42,7 +47,7 @@ def _emit_line(payload: dict[str, object]) -> None:
 def _session_summary(log: SessionLog) -> dict[str, object]:
     return {"event": "session", "index": log.index, "outcome": log.outcome,
             "bytes_written": log.bytes_written, "bytes_read": log.bytes_read,
-            "emi_ret": log.emi.ext_ram_ret if log.emi else None,
+            "emi_ret": log.emi.ext_ram_ret if log.emi else None, "ports": log.ports,
             "faults_fired": log.faults_fired, "violation": log.violation}
 
 
@@ -53,7 +58,19 @@ def sim_command(
     storage: str = typer.Option("4G", "--storage", help="eMMC size: 4G or 8G."),
     state: Path | None = typer.Option(None, "--state", metavar="DIR",
                                       help="Folder holding the phone's eMMC (sparse files)."),
-    boot: str = typer.Option("preloader", "--boot", help="Download mode: brom or preloader."),
+    boot: str = typer.Option(DEFAULT_BOOT, "--boot",
+                             help="Download mode: brom (default, USB PID 0003) or preloader "
+                                  "(PID 2000)."),
+    dialect: str = typer.Option(DEFAULT_DIALECT, "--dialect", metavar="NAME[,KNOB=VALUE]",
+                                help="Reading of the contested protocol points; "
+                                     "`--dialect list` shows them."),
+    link: str = typer.Option(DEFAULT_LINK, "--link", metavar="pty|tcp[:HOST:PORT]",
+                             help="The cable: a pseudo-terminal, or a TCP port that pyserial "
+                                  "opens as socket://HOST:PORT (default port: chosen by the "
+                                  "system)."),
+    trace: Path | None = typer.Option(None, "--trace", metavar="FILE",
+                                      help="Record every byte both ways (romkit trace format, "
+                                           "side=phone; .gz compresses)."),
     fault: list[str] = typer.Option([], "--fault", metavar="SPEC",  # noqa: B006
                                     help="Inject a fault (repeatable): corrupt@N, drop@N, "
                                          "disconnect@N, stall@N:SECS, nack@K, rate=BPS, "
@@ -64,38 +81,53 @@ def sim_command(
                                  help="Validate the options and say what would happen."),
     json_: JsonOpt = False,
 ) -> None:
-    """Plug in a virtual S820 in download mode on a pseudo-terminal (Ctrl-C to unplug)."""
+    """Plug in a virtual S820 in download mode on a pty or TCP port (Ctrl-C to unplug).
+
+    Example: romkit sim --year 2014 --state ./phone
+    """
     out.use_json(json_)
+    if dialect.strip().lower() == "list":
+        _list_dialects()
+        return
     try:
         opts = SimOptions.model_validate({
             "year": year, "memory_id": memory_id, "storage": storage.upper(), "state": state,
-            "boot": boot.lower(), "faults": fault, "once": once, "reset": reset,
-            "dry_run": dry_run})
+            "boot": boot.lower(), "dialect": dialect, "link": link, "trace": trace, "faults": fault,
+            "once": once, "reset": reset, "dry_run": dry_run})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"]).replace("_", "-")
         raise UsageError(f"--{where}: {first['msg']}",
                          hint="see `romkit sim --help` for the accepted values") from None
     plan = FaultPlan.parse(opts.faults)
+    chosen = resolve(opts.dialect)
+    link_kind, link_host, link_port = parse_link(opts.link)
     state_dir = opts.state or default_state_dir(opts.storage)
 
     if opts.dry_run:
         cid = parse_memory_id(opts.memory_id, opts.year)
         payload = {"dry_run": True, "state_dir": str(state_dir), "memory_id": cid.hex(),
-                   "storage": opts.storage, "boot": opts.boot, "faults": plan.describe(),
+                   "storage": opts.storage, "boot": opts.boot, "dialect": chosen.name,
+                   "link": link_kind if link_kind == "pty" else
+                   f"tcp:{link_host}:{link_port or 'auto'}",
+                   "knobs": chosen.knobs(), "faults": plan.describe(),
                    "state": state_action(state_dir, opts.storage, opts.reset)}
         out.result(payload, lambda: out.line(
             f"would plug in a virtual S820 ({opts.storage}, built {opts.year}, memory ID "
-            f"{cid.hex()}) and {payload['state']} in {state_dir}"))
+            f"{cid.hex()}, {opts.boot} mode, dialect {chosen.name}) and {payload['state']} "
+            f"in {state_dir}"))
         return
 
     phone: VirtualPhone
 
     def on_port(port: str) -> None:
         if out.json:
-            _emit_line(phone.info() | {"port": port})
-        else:
+            _emit_line({"event": "port"} | phone.info() | {"port": port})
+        elif phone.generation == 0:
             typer.echo(f"virtual S820 (MT6589, built {opts.year}) on {port} — Ctrl-C to unplug")
+        else:
+            typer.echo(f"re-enumerated (USB PID {phone.usb_pid:04x}, generation "
+                       f"{phone.generation}) on {port}")
 
     def on_session(log: SessionLog) -> None:
         if out.json:
@@ -109,15 +141,29 @@ def sim_command(
 
     phone = VirtualPhone(state_dir, year=opts.year, memory_id=opts.memory_id,
                          storage=opts.storage, boot=opts.boot, faults=plan, once=opts.once,
-                         reset=opts.reset, on_port=on_port)
+                         reset=opts.reset, on_port=on_port, dialect=chosen, trace=opts.trace,
+                         link=opts.link)
     if not out.json:
         typer.echo(f"memory part: {phone.memory_label} (ID {phone.config.cid.hex()}); "
                    f"eMMC {opts.storage}; state in {state_dir}")
+        typer.echo(f"{opts.boot} mode; dialect {chosen.name}: {chosen.describe()}")
     _unplug_on_signals()
     try:
         serve(phone, on_session)
     except KeyboardInterrupt:
         out.note("unplugged")
+
+
+def _list_dialects() -> None:
+    rows = listing()
+    if out.json:
+        _emit_line({"dialects": rows, "default": DEFAULT_DIALECT})
+        return
+    for row in rows:
+        mark = " (default)" if row["default"] else ""
+        typer.echo(f"{row['name']}{mark}: {row['description']} [source: {row['source']}]")
+        knobs = " ".join(f"{k}={row[k]}" for k in KNOB_VALUES)
+        typer.echo(f"    {knobs}")
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:

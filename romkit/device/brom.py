@@ -32,6 +32,10 @@ OPCODE_NAMES: dict[int, str] = {
     P.BROM_GET_HW_CODE: "GET_HW_CODE",
     P.BROM_GET_BL_VER: "GET_BL_VER",
     P.BROM_GET_VERSION: "GET_VERSION",
+    P.BROM_PWR_INIT: "PWR_INIT",
+    P.BROM_PWR_DEINIT: "PWR_DEINIT",
+    P.BROM_PWR_READ16: "PWR_READ16",
+    P.BROM_PWR_WRITE16: "PWR_WRITE16",
 }
 
 HANDSHAKE_HINT = (
@@ -236,6 +240,40 @@ class Brom:
         op = P.BROM_UART1_LOG_EN
         self._command(op)
         self._status(op)
+
+    # -- PMIC (framings from arzam16/empty-sixty-five brom-dump/spft-replay/src/brom.py, a
+    # replay of SP Flash Tool's USB capture of a real MT6589) ------------------------------
+    def pmic_init(self, arg0: int, arg1: int) -> None:
+        """PWR_INIT (0xC4): two u32 parameters, each echoed, then a u16 status."""
+        op = P.BROM_PWR_INIT
+        self._command(op)
+        self._param(op, arg0)
+        self._param(op, arg1)
+        self._status(op)
+
+    def pmic_deinit(self) -> None:
+        """PWR_DEINIT (0xC5): no parameter, a u16 status."""
+        op = P.BROM_PWR_DEINIT
+        self._command(op)
+        self._status(op)
+
+    def pmic_read16(self, reg: int) -> int:
+        """PWR_READ16 (0xC6): u16 register (echoed) → u16 status, u16 status, u16 value."""
+        op = P.BROM_PWR_READ16
+        self._command(op)
+        self._param(op, reg, 2)
+        self._status(op, "the PMIC read acknowledgement")
+        self._status(op, "the PMIC read status")
+        return self._u16(op, "the PMIC register value")
+
+    def pmic_write16(self, reg: int, value: int) -> None:
+        """PWR_WRITE16 (0xC7): u16 register, u16 value (each echoed) → two u16 statuses."""
+        op = P.BROM_PWR_WRITE16
+        self._command(op)
+        self._param(op, reg, 2)
+        self._param(op, value, 2)
+        self._status(op, "the PMIC write acknowledgement")
+        self._status(op, "the PMIC write status")
 
     def disable_watchdog(self) -> None:
         """Stop the TOPRGU watchdog, which would otherwise reset the phone mid-download."""

@@ -8,20 +8,39 @@ CLI can show where a bring-up stopped, and any failure closes the port before it
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+from romkit import __version__, virtualports
 from romkit.device import protocol as P
 from romkit.device.brom import Brom, TargetConfig
-from romkit.device.legacy_da import DaSession, DramResult, FlashInfo, StorageReport
-from romkit.device.transport import SerialTransport, Transport, wait_for_port
-from romkit.errors import DeviceError, TransportError
+from romkit.device.legacy_da import (
+    DA_START_TIMEOUT,
+    DaSession,
+    DramResult,
+    FlashInfo,
+    StorageReport,
+)
+from romkit.device.transport import (
+    CONNECT_PROMPT,
+    FT_FIND_USB_ERROR,
+    SerialTransport,
+    Transport,
+    find_mtk_ports,
+    wait_for_port,
+)
+from romkit.errors import DeviceError, DeviceTimeout, ProtocolError, TransportError
 from romkit.firmware.da import STAGE1_REGION, STAGE2_REGION, DaFile
 from romkit.progress import ProgressCallback, Reporter
+from romkit.trace import TraceWriter
 
 EMI_GENA_VALUE = 2  # SP Flash Tool writes EMI_GENA ← 2 before uploading the DA
 OPEN_GRACE = 1.0  # seconds to keep retrying to open a port that just appeared
 BROM_BL_VER = 0xFE  # GET_BL_VER answers this in the BROM itself; a preloader answers its version
+REENUM_TIMEOUT = 20.0  # speed switch → DA back on USB (mtkclient waits 1 s, then polls)
+SAME_PORT_PROBE = 1.0  # how long the old port may take to answer 0x72 after the switch
 
 
 @dataclass
@@ -41,9 +60,12 @@ class Device:
     dram: DramResult | None
     flash: FlashInfo
     usb_speed: int
+    trace: TraceWriter | None = None
+    pmic: dict[int, int] = field(default_factory=dict)  # register → value read before writing
 
     @property
     def cid(self) -> bytes:
+        """The decoded eMMC CID (romkit.device.cid): names the part, keys backups."""
         return self.report.cid
 
     @property
@@ -52,7 +74,11 @@ class Device:
         return self.bl_ver == BROM_BL_VER
 
     def close(self) -> None:
-        self.transport.close()
+        self.session.t.close()
+        if self.transport is not self.session.t:
+            self.transport.close()
+        if self.trace is not None:
+            self.trace.close()
 
     def __enter__(self) -> Device:
         return self
@@ -64,41 +90,80 @@ class Device:
 def connect(port: str | None, *, da: DaFile, emi: bytes, emi_version: int,
             wait_timeout: float = 30, on_progress: ProgressCallback | None = None,
             handshake_timeout: float = 10.0, timeout: float = 5.0,
-            expected_hw_code: int | None = None) -> Device:
+            expected_hw_code: int | None = None, trace: Path | str | None = None,
+            da_start_timeout: float = DA_START_TIMEOUT,
+            reenum_timeout: float = REENUM_TIMEOUT) -> Device:
     """Wait for the phone, talk it into running our DA, and return the open `Device`.
 
     `emi` is the preloader's EMI_SETTINGS table (`PreloaderInfo.emi_blob`) and `emi_version`
     its MTK_BLOADER_INFO version; the DA needs them to bring up DRAM before stage 2.
     `expected_hw_code` (from the scatter's platform) is checked right after GET_HW_CODE, so
     firmware for another chip is refused as SP Flash Tool does (8200) before any DA is sent.
+    `trace` records every byte both ways into that file (romkit.trace format); the file is
+    closed with the `Device` (or at once if the bring-up fails).
     """
     rep = Reporter(on_progress)
-    path = wait_for_port(port, wait_timeout, on_progress=on_progress)
-    transport = _open(path, timeout)
+    writer = (TraceWriter(trace, side="host", tool="romkit", version=__version__,
+                          port=port or "auto") if trace is not None else None)
     try:
-        return _bring_up(transport, path, da, emi, emi_version, rep, handshake_timeout,
-                         expected_hw_code)
+        path = wait_for_port(port, wait_timeout, on_progress=on_progress)
+        transport = _open(path, timeout, writer)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        raise
+    try:
+        dev = _bring_up(transport, path, da, emi, emi_version, rep, handshake_timeout,
+                        expected_hw_code, da_start_timeout, reenum_timeout, timeout, writer)
     except BaseException:
         transport.close()
+        if writer is not None:
+            writer.close()
         raise
+    dev.trace = writer
+    return dev
 
 
-def _open(path: str, timeout: float) -> SerialTransport:
+def _open(path: str, timeout: float, trace: TraceWriter | None = None) -> SerialTransport:
     """Open the port, retrying briefly: a fresh /dev/ttyACM* node exists a few tens of ms
     before udev has given it its permissions, and the preloader will not wait for us."""
     deadline = time.monotonic() + OPEN_GRACE
     while True:
         try:
-            return SerialTransport(path, timeout=timeout)
+            return SerialTransport(path, timeout=timeout, trace=trace)
         except TransportError:
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.05)
 
 
+def _pmic_charger_setup(brom: Brom, rep: Reporter) -> dict[int, int]:
+    """SP Flash Tool's MT6589 charger setup, as captured (protocol.MT6589_PMIC_CHARGER).
+
+    Sent only to the boot ROM: there nothing has set the charger up yet, while a preloader
+    already has (that is its job) and may not implement the PWR commands at all. Each
+    register is read, written and read back as SP Flash Tool does; a read-back that differs
+    is reported, not fatal (SP Flash Tool only logs it too).
+    """
+    brom.pmic_init(*P.MT6589_PWR_INIT_ARGS)
+    before: dict[int, int] = {}
+    for reg, value in P.MT6589_PMIC_CHARGER:
+        before[reg] = brom.pmic_read16(reg)
+        brom.pmic_write16(reg, value)
+        now = brom.pmic_read16(reg)
+        if now != value:
+            rep.warning(f"PMIC register 0x{reg:04X} reads 0x{now:04X} after writing "
+                        f"0x{value:04X}", register=reg, value=value, read=now)
+    brom.pmic_deinit()
+    return before
+
+
 def _bring_up(t: Transport, path: str, da: DaFile, emi: bytes, emi_version: int,
               rep: Reporter, handshake_timeout: float,
-              expected_hw_code: int | None = None) -> Device:
+              expected_hw_code: int | None = None, da_start_timeout: float = DA_START_TIMEOUT,
+              reenum_timeout: float = REENUM_TIMEOUT, timeout: float = 5.0,
+              trace: TraceWriter | None = None) -> Device:
+    virtual = virtualports.lookup(path)  # who this port belongs to, before it can move
     brom = Brom(t)
     rep.info(f"handshaking with {path}", port=path)
     brom.handshake(handshake_timeout)
@@ -123,6 +188,10 @@ def _bring_up(t: Transport, path: str, da: DaFile, emi: bytes, emi_version: int,
             details={"target_config": config.raw},
         )
     brom.uart1_log_enable()
+    bl_ver = brom.get_bl_ver()
+    pmic: dict[int, int] = {}
+    if bl_ver == BROM_BL_VER:
+        pmic = _pmic_charger_setup(brom, rep)
     brom.disable_watchdog()
     brom_ver = brom.get_version()
     bl_ver = brom.get_bl_ver()
@@ -138,8 +207,11 @@ def _bring_up(t: Transport, path: str, da: DaFile, emi: bytes, emi_version: int,
     rep.info(f"DA stage 1 started at 0x{stage1.load_addr:08X}")
 
     session = DaSession(t)
-    session.sync()
+    session.sync(da_start_timeout)
     report = session.read_storage_report()
+    rep.info(f"DA {'.'.join(str(v) for v in report.da_version)} running; eMMC CID "
+             f"{report.cid.hex()} ({report.cid_order} order)", da_version=report.da_version,
+             cid=report.cid.hex(), cid_raw=report.cid_raw.hex(), cid_order=report.cid_order)
     dram: DramResult | None = None
     if session.send_config(brom_ver, bl_ver, reset_key=0 if hw_code == P.MT6589_HW_CODE else 1):
         dram = session.init_dram(emi, emi_version)
@@ -149,8 +221,100 @@ def _bring_up(t: Transport, path: str, da: DaFile, emi: bytes, emi_version: int,
                           on_packet=lambda done, total: rep.update("stage2", done, total))
     rep.end("stage2")
     flash = session.read_flash_info()
-    speed = session.check_speed()
+
+    where = [path]  # the port the DA is on now (the speed switch may move it)
+    # USB ports present before any speed switch: the DA's next port is one not among them.
+    old_ports = {p.device for p in find_mtk_ports(virtual=False)}
+
+    def follow(s: DaSession) -> int:
+        new_t, where[0], speed = _follow_reenumeration(s, path, virtual, old_ports,
+                                                       reenum_timeout, timeout, trace, rep)
+        s.t = new_t
+        return speed
+
+    speed = session.check_speed(follow)
     rep.info(f"eMMC user area {flash.user // (1024 * 1024)} MiB", user=flash.user,
              cid=report.cid.hex())
-    return Device(t, session, path, hw_code, hs.hw_ver, hs.sw_ver, bl_ver, brom_ver, config,
-                  report, dram, flash, speed)
+    return Device(session.t, session, where[0], hw_code, hs.hw_ver, hs.sw_ver,
+                  bl_ver, brom_ver, config, report, dram, flash, speed, pmic=pmic)
+
+
+def _follow_reenumeration(s: DaSession, path: str, virtual: virtualports.VirtualPort | None,
+                          old_ports: set[str], reenum_timeout: float, timeout: float,
+                          trace: TraceWriter | None, rep: Reporter
+                          ) -> tuple[Transport, str, int]:
+    """After USB_SET_SPEED's ACK: find the DA again and return (transport, port, speed).
+
+    On real USB the DA re-enumerates: the port vanishes and a DA VCOM port (0E8D:2001)
+    appears, often under another name [outside: mtkclient dalegacy_lib.py upload_da1 closes
+    the port, waits and reconnects; the reference §4 step 8]. A virtual phone re-announces
+    itself with the same phone_id, a new port and a higher generation (romkit.virtualports).
+    Romkit's first virtual phone stayed on the same port [our old reading], so that is tried
+    first, with one USB_CHECK_STATUS (0x72) and a short timeout: a DA that re-enumerates never
+    reads it (its endpoints reset, or the pty is gone), so it cannot put the two ends out of
+    step; then the old port is closed and we wait for the phone's next one.
+    """
+    if trace is not None:
+        trace.event("usb speed switch: looking for the phone")
+    node = os.path.realpath(path)  # what the port name points at before the switch
+    vanished = False
+    try:
+        speed = s.usb_status(SAME_PORT_PROBE)
+        rep.info("USB high speed on the same port", port=path)
+        return s.t, path, speed
+    except TransportError:
+        vanished = True  # the port is gone: the DA is re-enumerating
+    except (DeviceTimeout, ProtocolError):
+        pass
+    s.t.close()
+    deadline = time.monotonic() + reenum_timeout
+    rep.info("waiting for the phone to come back at high speed", port=path)
+    while True:
+        vanished = vanished or not os.path.exists(path)
+        target = _next_port(path, node, virtual, old_ports, vanished)
+        if target is not None:
+            break
+        if time.monotonic() >= deadline:
+            raise TransportError(
+                f"the phone did not come back within {reenum_timeout:g} s after switching to "
+                "USB high speed",
+                hint=CONNECT_PROMPT + " If it keeps happening, connect through a USB 2.0 "
+                "port without a hub.",
+                spft_code=FT_FIND_USB_ERROR,
+                details={"port": path},
+            )
+        time.sleep(0.05)
+    if trace is not None:
+        trace.event(f"reopen {target}")
+    new_t = _open(target, timeout, trace)
+    s.t = new_t
+    try:
+        speed = s.usb_status()
+    except BaseException:
+        new_t.close()
+        raise
+    rep.info(f"phone back on {target} at USB speed {speed}", port=target, speed=speed)
+    return new_t, target, speed
+
+
+def _next_port(path: str, node: str, virtual: virtualports.VirtualPort | None,
+               old_ports: set[str], vanished: bool) -> str | None:
+    """Where the re-enumerated DA is now, or None while it is not back yet.
+
+    A virtual phone: its re-announcement (same phone_id, higher generation). Otherwise a
+    MediaTek USB port that was not there before (the DA VCOM, 0E8D:2001, sorts last but is
+    the usual one), or the old name once it vanished or now leads to another node (a udev
+    symlink, or a reused /dev/ttyACM name).
+    """
+    if virtual is not None:
+        entry = virtualports.find(virtual.phone_id)
+        if entry is None or entry.generation <= virtual.generation:
+            return None
+        return entry.port if "://" in entry.port or os.path.exists(entry.port) else None
+    fresh = [p for p in find_mtk_ports(virtual=False)
+             if p.device not in old_ports or (p.device == path and vanished)]
+    if fresh:  # the DA VCOM (0E8D:2001) is what a re-enumerated DA shows up as
+        return min(fresh, key=lambda p: p.mode != "da").device
+    if os.path.exists(path) and (vanished or os.path.realpath(path) != node):
+        return path
+    return None

@@ -1,9 +1,16 @@
 """Host side of the legacy (SP Flash Tool v3/v5 era) download agent protocol.
 
-Implements docs/PROTOCOL.md "Legacy DA stage" and "Commands" literally. The DA has no framing
-and no resynchronisation, so every byte we expect is checked and named in the error: after one
-misread byte the two ends disagree about everything that follows, and the only honest thing to
-do is stop with a message that says where it happened.
+Implements docs/PROTOCOL.md "Legacy DA stage" and "Commands"; every rule there carries its
+evidence tag. The DA has no framing and no resynchronisation, so every byte we expect is
+checked and named in the error: after one misread byte the two ends disagree about everything
+that follows, and the only honest thing to do is stop with a message that says where it
+happened.
+
+Where the outside evidence is contested (the end of a WRITE, FORMAT's ACK count, the NAND
+flash-info length, the CID byte order, the USB speed switch) the host accepts every plausible
+reading, and it never *guesses* whether an optional byte is still coming: it asks the DA an
+idempotent question (USB_CHECK_STATUS, 0x72) whose answer cannot be confused with the optional
+byte, so a late byte is consumed in order instead of being mistaken for the next reply.
 
 Bulk transfers (`write`, `read`) stream packet by packet from/to file objects, so flashing a
 1 GiB system image costs one packet of memory; each packet carries a 16-bit byte sum and a bad
@@ -19,6 +26,7 @@ from typing import BinaryIO
 
 from romkit import bytesum
 from romkit.device import protocol as P
+from romkit.device.cid import decode_cid
 from romkit.device.transport import Transport
 from romkit.errors import (
     DeviceError,
@@ -27,6 +35,7 @@ from romkit.errors import (
     DramInitError,
     ProtocolError,
     StorageError,
+    TransportError,
     UsageError,
 )
 
@@ -40,7 +49,13 @@ MAX_PMT_LEN = 1024 * P.PMT_ENTRY_SIZE
 MAX_PACKET = 16 * 1024 * 1024
 SUPPORTED_EMI_VERSIONS = (10, 11)  # the "RAM-Info" handshake of MTK_BLOADER_INFO v10/v11
 DRAM_TIMEOUT = 10.0  # DRAM calibration takes a moment on the phone
+DA_START_TIMEOUT = 10.0  # JUMP_DA → SYNC: 4 ms on the captured MT6589; 10 s is generous
 STAGE2_CHUNK = P.DA_STAGE2_PACKET
+# Bytes after the NAND block of the flash info: eMMC, SD, RAM and pass-info blocks.
+FLASH_INFO_REST = P.INFO_EMMC_LEN + P.INFO_SDC_LEN + P.INFO_RAM_LEN + P.INFO_PASS_LEN
+NAND_INFO_HEAD = 0x11  # u32 info, u8 cs, u16 id, u64 size, u16 id count (mtkclient NandInfo64)
+NAND_INFO_TAIL = 9  # page size, spare size, pages/block, io, addr cycle, bmt (NandInfo2)
+MAX_SETTLE_ACKS = 3  # optional trailing ACKs we absorb before the answer to 0x72
 
 PART_NAMES = {P.PART_BOOT1: "BOOT1", P.PART_BOOT2: "BOOT2", P.PART_RPMB: "RPMB",
               P.PART_USER: "USER", 4: "GP1", 5: "GP2", 6: "GP3", 7: "GP4"}
@@ -70,13 +85,20 @@ def describe_memory_part(cid: bytes) -> str:
 
 @dataclass(frozen=True)
 class StorageReport:
-    """What the DA finds right after it starts: flash chip ids and the eMMC CID."""
+    """What the DA finds right after it starts: flash chip ids and the eMMC CID.
+
+    `cid` is decoded (romkit.device.cid); `cid_raw` is what came over the wire and
+    `cid_order` which reading won. `da_version` is recorded, never checked: SP Flash Tool's
+    MT6589 DA sends 03 02 86 (capture, empty-sixty-five brom-dump-008.png).
+    """
 
     nand_status: int
     nand_ids: tuple[int, ...]
     emmc_status: int
     cid: bytes
     da_version: tuple[int, int, int]
+    cid_raw: bytes = b""
+    cid_order: str = "natural"
 
 
 @dataclass(frozen=True)
@@ -90,6 +112,28 @@ class DramResult:
     ram_type: int
     chip_select: int
     ram_size: int
+    flash_id_raw: bytes = b""
+
+
+@dataclass(frozen=True)
+class RamInfo:
+    """The flash-info RAM block, field by field as mtkclient reads it
+    (bkerler/mtkclient `mtkclient/Library/DA/legacy/dalegacy_flash_param.py`, Legacy_ConfigInfo):
+    u32 int_sram_ret, u32 int_sram_size, u32 ext_ram_ret, u8 type, u8 chip select,
+    u64 size, 16-byte random id. Informational only: nothing is decided on it."""
+
+    int_sram_ret: int
+    int_sram_size: int
+    ext_ram_ret: int
+    ext_ram_type: int
+    ext_ram_chip_select: int
+    ext_ram_size: int
+    random_id: bytes
+
+    @classmethod
+    def parse(cls, block: bytes) -> RamInfo:
+        a, b, c, typ, cs, size, rid = struct.unpack(">IIIBBQ16s", block)
+        return cls(a, b, c, typ, cs, size, rid)
 
 
 @dataclass(frozen=True)
@@ -105,6 +149,9 @@ class FlashInfo:
     fw_version: bytes
     download_status: int
     boot_style: int
+    nand_ids: tuple[int, ...] = ()
+    ram: RamInfo | None = None
+    cid_raw: bytes = b""
 
     def size_of(self, part: int) -> int:
         """Size of an eMMC hardware partition by its SWITCH_PART id."""
@@ -219,8 +266,25 @@ class DaSession:
 
     # -- bring-up -------------------------------------------------------------------------------
     def sync(self, timeout: float | None = None) -> None:
-        """Wait for the DA's first byte (0xC0) after JUMP_DA."""
-        got = self._u8("its start byte after JUMP_DA", timeout)
+        """Wait for the DA's first byte (0xC0) after JUMP_DA.
+
+        A real phone runs whatever was uploaded: a DA for another chip, or a corrupted one,
+        never says anything, so silence gets its own message (SP Flash Tool's 4001,
+        S_FT_DA_NO_RESPONSE) instead of a generic timeout.
+        """
+        wait = DA_START_TIMEOUT if timeout is None else timeout
+        try:
+            got = self.t.read(1, wait)[0]
+        except DeviceTimeout:
+            raise DeviceTimeout(
+                f"the phone did not start the Download Agent (no SYNC 0xC0 within {wait:g} s "
+                "of JUMP_DA)",
+                hint="The DA file does not run on this phone (wrong chip, damaged or not an "
+                "MT6589 legacy DA): use MTK_AllInOne_DA.bin from the firmware's SP Flash Tool "
+                "(v3/v5), then reconnect the phone (battery out and in) and start again.",
+                spft_code=4001,
+                details={"timeout": wait},
+            ) from None
         if got != P.SYNC_CHAR:
             raise ProtocolError(
                 f"DA started with 0x{got:02X} instead of SYNC 0xC0",
@@ -230,15 +294,19 @@ class DaSession:
             )
 
     def read_storage_report(self) -> StorageReport:
-        """Read the NAND/eMMC detection report and the DA version that follows our ACK."""
+        """Read the NAND/eMMC detection report and the DA version that follows our ACK.
+
+        Layout [capture: empty-sixty-five brom-dump-002.png frames 869–877]: u32 NAND status
+        (0x0BC4 = none), u16 NAND-id count, the ids, u32 eMMC status, 16 bytes CID.
+        """
         nand_status = self._u32("the NAND status")
         nand_ids = self._nand_ids("storage report")
         emmc_status = self._u32("the eMMC status")
-        cid = self._read(16, "the eMMC CID")
+        cid = decode_cid(self._read(16, "the eMMC CID"))
         self.t.write(bytes([P.ACK]))
         ver = self._read(3, "its version")
-        self.report = StorageReport(nand_status, nand_ids, emmc_status, cid,
-                                    (ver[0], ver[1], ver[2]))
+        self.report = StorageReport(nand_status, nand_ids, emmc_status, cid.cid,
+                                    (ver[0], ver[1], ver[2]), cid.raw, cid.order)
         return self.report
 
     def send_config(self, brom_ver: int, bl_ver: int, *, reset_key: int = 0,
@@ -275,7 +343,10 @@ class DaSession:
         if flash_id_len > MAX_FLASH_ID_LEN:
             raise ProtocolError(f"DA announced a {flash_id_len}-byte flash id",
                                 hint="The phone sent garbage; " + RECONNECT_HINT)
-        flash_id = self._read(flash_id_len, "the flash id")
+        flash_id_raw = self._read(flash_id_len, "the flash id")
+        # The same CID in the same word order as the storage report (mtkclient tries both
+        # orders of it when it looks for a preloader: dalegacy_lib.py set_stage2_config).
+        flash_id = decode_cid(flash_id_raw).cid
         part = describe_memory_part(flash_id)
         marker = self._u32("the NAND id marker")
         if marker != P.DRAM_NAND_IDS:
@@ -303,6 +374,10 @@ class DaSession:
             raise ProtocolError(f"DA asked for {emi_len} bytes of EMI settings",
                                 hint="The phone sent garbage; " + RECONNECT_HINT)
         self.t.write(bytes([P.ACK]))
+        # Exactly the announced length, cut or zero-padded [our reading]: a DA that reads L
+        # bytes would take any surplus as commands. mtkclient sends its whole table here
+        # (dalegacy_lib.py, EMI v10/v11 branch) and MT6572 phones hang at this step
+        # (mtkclient issue #318); SP Flash Tool's own length is not captured yet.
         payload = emi_blob[:emi_len].ljust(emi_len, b"\x00")
         self.t.write(payload)
         got = self._u16("the EMI checksum")
@@ -328,7 +403,8 @@ class DaSession:
                 spft_code=4032,
                 details={"m_ext_ram_ret": ret, "memory_part": part, "flash_id": flash_id.hex()},
             )
-        return DramResult(flash_id, nand_ids, ram_info, emi_len, ram_type, chip_select, ram_size)
+        return DramResult(flash_id, nand_ids, ram_info, emi_len, ram_type, chip_select, ram_size,
+                          flash_id_raw)
 
     def upload_stage2(self, addr: int, data: bytes,
                       on_packet: PacketCallback | None = None) -> None:
@@ -351,20 +427,61 @@ class DaSession:
         self._expect(P.ACK, "the end-of-stage-2 ACK")
 
     def read_flash_info(self) -> FlashInfo:
-        """Read the NOR/NAND/eMMC/SD/RAM/pass info blocks stage 2 sends after starting."""
-        nand_count = len(self.report.nand_ids) if self.report is not None else 0
+        """Read the NOR/NAND/eMMC/SD/RAM/pass info blocks stage 2 sends after starting.
+
+        The NAND block is 0x11 bytes, 2 bytes per NAND id, then 9 bytes. Which count sizes it
+        is contested: mtkclient takes the count inside the block (u16 at +15; if 0, its
+        32-bit layout's count at +11) (dalegacy_lib.py read_flash_info); romkit's first
+        virtual phone used the storage report's count with a 0 in the block. The DA sends all
+        blocks in one go without waiting, so we try the candidate lengths shortest first,
+        reading only as far as each needs, and keep the first whose pass-info block is well
+        formed (ACK first, SOC byte last). A wrong shorter reading is rejected before a single
+        byte of the next command's answer could be touched.
+        """
         self._read(P.INFO_NOR_LEN, "the NOR info")
-        self._read(P.INFO_NAND_FIXED_LEN + 2 * nand_count, "the NAND info")
-        emmc = self._read(P.INFO_EMMC_LEN, "the eMMC info")
-        self._read(P.INFO_SDC_LEN, "the SD card info")
-        self._read(P.INFO_RAM_LEN, "the RAM info")
-        passinfo = self._read(P.INFO_PASS_LEN, "the pass info")
-        ret, boot1, boot2, rpmb, gp1, gp2, gp3, gp4, user, cid, fw = struct.unpack(
+        head = self._read(NAND_INFO_HEAD, "the NAND info")
+        count64 = int.from_bytes(head[15:17], "big")
+        count32 = int.from_bytes(head[11:13], "big")
+        tails: set[int] = set()
+        if count64 <= MAX_NAND_IDS:
+            tails.add(2 * count64 + NAND_INFO_TAIL)
+        if count64 == 0 and 2 <= count32 <= MAX_NAND_IDS:
+            tails.add(2 * count32 - 4 + NAND_INFO_TAIL)
+        if self.report is not None:
+            tails.add(2 * len(self.report.nand_ids) + NAND_INFO_TAIL)
+        buf = bytearray()
+        chosen: int | None = None
+        for tail in sorted(tails):
+            need = tail + FLASH_INFO_REST
+            if len(buf) < need:
+                buf += self._read(need - len(buf), "the flash info")
+            passinfo = buf[need - P.INFO_PASS_LEN : need]
+            if passinfo[0] == P.ACK and passinfo[-1] in (P.SOC_OK, P.SOC_FAIL):
+                chosen = tail
+                break
+        if chosen is None:
+            raise ProtocolError(
+                "the DA's flash info does not match any known layout",
+                hint="The phone sent garbage or an unknown DA is running; " + RECONNECT_HINT,
+                details={"nand_head": head.hex(), "tried": sorted(tails)},
+            )
+        nand_tail = bytes(buf[:chosen])
+        rest = bytes(buf[chosen : chosen + FLASH_INFO_REST])
+        nand_block = head + nand_tail
+        if count64 == 0 and count32 >= 2 and chosen == 2 * count32 - 4 + NAND_INFO_TAIL:
+            ids_raw = nand_block[13 : 13 + 2 * count32]  # mtkclient's 32-bit layout
+        else:
+            ids_raw = nand_block[NAND_INFO_HEAD : NAND_INFO_HEAD + chosen - NAND_INFO_TAIL]
+        nand_ids = tuple(int.from_bytes(ids_raw[i : i + 2], "big")
+                         for i in range(0, len(ids_raw) - 1, 2))
+        emmc = rest[: P.INFO_EMMC_LEN]
+        ram_block = rest[P.INFO_EMMC_LEN + P.INFO_SDC_LEN :
+                         P.INFO_EMMC_LEN + P.INFO_SDC_LEN + P.INFO_RAM_LEN]
+        passinfo = rest[-P.INFO_PASS_LEN :]
+        ret, boot1, boot2, rpmb, gp1, gp2, gp3, gp4, user, cid_raw, fw = struct.unpack(
             ">I8Q16s8s", emmc
         )
-        ack, dl_status, boot_style, soc = struct.unpack(">BIIB", passinfo)
-        if ack != P.ACK:
-            raise self._unexpected("the pass info", ack, P.ACK)
+        _ack, dl_status, boot_style, soc = struct.unpack(">BIIB", passinfo)
         if soc != P.SOC_OK:
             raise DeviceError(
                 f"DA reports the SoC check failed (0x{soc:02X})",
@@ -379,20 +496,82 @@ class DaSession:
                 spft_code=3149,
                 details={"emmc_ret": ret},
             )
-        self.flash = FlashInfo(boot1, boot2, rpmb, (gp1, gp2, gp3, gp4), user, cid, fw,
-                               dl_status, boot_style)
+        cid = decode_cid(cid_raw)
+        self.flash = FlashInfo(boot1, boot2, rpmb, (gp1, gp2, gp3, gp4), user, cid.cid, fw,
+                               dl_status, boot_style, nand_ids, RamInfo.parse(ram_block),
+                               cid.raw)
         return self.flash
 
-    def check_speed(self) -> int:
-        """USB_CHECK_STATUS; ask for high speed if the link reports full speed. Returns speed."""
+    def usb_status(self, timeout: float | None = None) -> int:
+        """USB_CHECK_STATUS (0x72): ACK, then the speed byte (0 full, 1 high speed).
+
+        A DA that does not know 0x72 answers BB [reference]; it cannot switch speed either,
+        so that counts as "high speed, nothing to do" rather than an error.
+        """
         self.t.write(bytes([P.DA_USB_CHECK_STATUS]))
-        self._expect(P.ACK, "the ACK for USB_CHECK_STATUS")
-        speed = self._u8("the USB speed")
-        if speed == 0:
-            self.t.write(bytes([P.DA_USB_SET_SPEED, 0x01]))
-            self._expect(P.ACK, "the ACK for USB_SET_SPEED")
+        got = self._u8("the ACK for USB_CHECK_STATUS", timeout)
+        if got == P.UNKNOWN_CMD:
             return 1
-        return speed
+        if got != P.ACK:
+            raise self._unexpected("the ACK for USB_CHECK_STATUS", got, P.ACK)
+        return self._u8("the USB speed", timeout)
+
+    def request_high_speed(self) -> None:
+        """USB_SET_SPEED (0x70 0x01): the DA answers ACK, then (on real USB) re-enumerates
+        [outside: mtkclient dalegacy_lib.py upload_da1 closes the port and reconnects]."""
+        self.t.write(bytes([P.DA_USB_SET_SPEED, 0x01]))
+        self._expect(P.ACK, "the ACK for USB_SET_SPEED")
+
+    def check_speed(self, follow: Callable[[DaSession], int] | None = None) -> int:
+        """Ask for high speed if the link reports full speed; returns the speed in use.
+
+        `follow` is called after the DA acknowledged the switch: it must find the phone again
+        (same port, or the new one it re-enumerated on), point `self.t` at it and return the
+        speed the DA reports there. Without it the port is assumed to stay (old behaviour).
+        """
+        speed = self.usb_status()
+        if speed != 0:
+            return speed
+        try:
+            self.request_high_speed()
+        except TransportError:
+            # The port vanished with (or before) the ACK: the DA is already re-enumerating,
+            # and a pty or USB hang-up may drop the last bytes in flight. `follow` finds it.
+            if follow is None:
+                raise
+        if follow is None:
+            return 1
+        return follow(self)
+
+    def _settle(self, what: str, min_acks: int = 1, max_acks: int = 2) -> None:
+        """Absorb optional trailing ACKs, in order, by asking USB_CHECK_STATUS.
+
+        The DA is single-threaded: any ACK it still owes for the command that just ended is
+        on the wire before its answer to 0x72 (ACK, speed 0/1/2). So we read ACKs until the
+        first byte that is not one; that byte is the speed. `min_acks`/`max_acks` count the
+        0x72 ACK too. A NACK in the run means the DA reports a failure of `what`; a DA that
+        does not know 0x72 answers BB instead of ACK + speed, which ends the run just as well.
+        """
+        self.t.write(bytes([P.DA_USB_CHECK_STATUS]))
+        slow = max(self.timeout, DRAM_TIMEOUT)
+        acks = 0
+        while True:
+            got = self._u8(f"the end of {what}", slow)
+            if got == P.ACK and acks < MAX_SETTLE_ACKS:
+                acks += 1
+                continue
+            if got == P.NACK:
+                raise StorageError(f"the phone reports a failure at the end of {what}",
+                                   hint=WRITE_HINT, spft_code=3149)
+            break
+        if got == P.UNKNOWN_CMD:  # a DA without 0x72: its BB still marks the end, in order
+            acks += 1
+        if not min_acks <= acks <= max_acks or got > 2 and got != P.UNKNOWN_CMD:
+            raise ProtocolError(
+                f"DA sent {acks} ACKs then 0x{got:02X} at the end of {what}",
+                hint="The phone and romkit lost step; " + RECONNECT_HINT,
+                details={"acks": acks, "last": got},
+            )
 
     # -- commands -------------------------------------------------------------------------------
     def switch_part(self, part: int) -> None:
@@ -409,18 +588,41 @@ class DaSession:
 
     def write(self, part: int, address: int, source: BinaryIO, length: int, *,
               packet_size: int = P.DA_PACKET_DEFAULT, on_packet: PacketCallback | None = None,
-              max_retries: int = 3) -> int:
+              max_retries: int = 3, limit: int | None = None) -> int:
         """Stream `length` bytes from `source` to `part` at byte `address`.
 
-        Returns the 16-bit byte sum of the data written (the checksum.ini value). A NACKed
-        packet is re-sent up to `max_retries` times before StorageError.
+        The header announces the length rounded up to whole 512-byte sectors and the tail is
+        zero-padded: mtkclient rounds the header length up (dalegacy_lib.py
+        sdmmc_write_data), romkit's first reading sent it unpadded with padded packets, and
+        with a sector-multiple length both readings write the same bytes. The padding lands
+        inside the target; if it would cross `limit` (the end of the partition being written,
+        default the end of the eMMC hardware partition) nothing is sent.
+
+        After the last packet's CONT (0x69) some readings send a final ACK and some none
+        (mtkclient and the shared reference: none): `_settle` absorbs either, in order.
+        Returns the 16-bit byte sum of the image bytes (the checksum.ini value; the zero
+        padding adds nothing to it). A NACKed packet is re-sent up to `max_retries` times.
         """
         _check_packet_size(packet_size)
         if length <= 0:
             return 0
         where = f"{part_name(part)} at 0x{address:X}"
+        padded = -(-length // P.SECTOR) * P.SECTOR
+        if limit is None and self.flash is not None:
+            limit = self.flash.size_of(part)
+        if limit is not None and address + padded > limit:
+            raise StorageError(
+                f"writing 0x{length:X} bytes to {where} needs 0x{padded:X} bytes (whole "
+                f"512-byte sectors), which would cross the end of the partition at "
+                f"0x{limit:X}",
+                hint="The image does not fit its partition once rounded up to whole sectors; "
+                "check that the scatter file matches the firmware.",
+                spft_code=4008,
+                details={"partition": part, "address": address, "length": length,
+                         "limit": limit},
+            )
         self.t.write(bytes([P.DA_WRITE_DATA]) + struct.pack(
-            ">BBQQI", P.STORAGE_EMMC_WRITE, part & 0xFF, address, length, packet_size))
+            ">BBQQI", P.STORAGE_EMMC_WRITE, part & 0xFF, address, padded, packet_size))
         if not self._ack_or_nack(f"its answer to WRITE {where}"):
             raise StorageError(
                 f"phone refused to write 0x{length:X} bytes to {where}",
@@ -431,12 +633,12 @@ class DaSession:
             )
         done = 0
         total = 0
-        while done < length:
-            n = min(packet_size, length - done)
-            data = _read_source(source, n, where)
+        while done < padded:
+            n = min(packet_size, padded - done)
+            real = max(0, min(n, length - done))
+            data = _read_source(source, real, where) if real else b""
             csum = bytesum.byte_sum16(data)
-            pad = bytes(-n % P.SECTOR)
-            packet = b"".join((bytes([P.ACK]), data, pad, struct.pack(">H", csum)))
+            packet = b"".join((bytes([P.ACK]), data, bytes(n - real), struct.pack(">H", csum)))
             offset = address + done
             for attempt in range(max_retries + 1):
                 self.t.write(packet)
@@ -457,12 +659,8 @@ class DaSession:
             done += n
             total = (total + csum) & 0xFFFF
             if on_packet is not None:
-                on_packet(done, length)
-        if not self._ack_or_nack(f"the commit of the write to {where}",
-                                 max(self.timeout, DRAM_TIMEOUT)):
-            raise StorageError(f"phone could not commit the write to {where}",
-                               hint=WRITE_HINT, spft_code=3149,
-                               details={"partition": part, "address": address})
+                on_packet(min(done, length), length)
+        self._settle(f"the write to {where}", min_acks=1, max_acks=2)
         return total
 
     def read(self, part: int, address: int, length: int, sink: BinaryIO, *,
@@ -535,10 +733,21 @@ class DaSession:
                 details={"partition": part, "address": address, "length": length},
             )
         last = -1
+        slow = max(self.timeout, DRAM_TIMEOUT)
         while True:
-            slow = max(self.timeout, DRAM_TIMEOUT)
-            self._expect(P.ACK, f"the FORMAT progress of {where}", slow)
-            status = self._u32(f"the FORMAT status of {where}")
+            # One or two ACKs open each progress record (romkit's first reading: one;
+            # mtkclient formatflash and the shared reference: two). The u32 status that
+            # follows starts with 0x00 (S_DONE = 0, every legacy DA code is < 0x01000000),
+            # so extra ACKs are told apart from it byte by byte.
+            acks = 0
+            first = self._u8(f"the FORMAT progress of {where}", slow)
+            while first == P.ACK and acks < MAX_SETTLE_ACKS:
+                acks += 1
+                first = self._u8(f"the FORMAT progress of {where}", slow)
+            if acks == 0 and last >= 0:  # the first record may own just the header's ACK
+                raise self._unexpected(f"the FORMAT progress of {where}", first, P.ACK)
+            status = int.from_bytes(bytes([first]) + self._read(3, f"the FORMAT status of "
+                                                                   f"{where}"), "big")
             percent = self._u8(f"the FORMAT percent of {where}")
             if status != 0:
                 raise StorageError(
@@ -557,7 +766,8 @@ class DaSession:
                 on_percent(percent)
             if percent == 100:
                 break
-        self._expect(P.ACK, f"the end of FORMAT {where}", max(self.timeout, DRAM_TIMEOUT))
+        # The end: one ACK (romkit's first reading) or two (mtkclient, the reference).
+        self._settle(f"FORMAT {where}", min_acks=2, max_acks=3)
 
     def read_pmt(self) -> bytes:
         """The PMT entries the DA reads from the PMT partition (b"" = no valid PMT)."""

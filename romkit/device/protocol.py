@@ -39,7 +39,7 @@ BROM_GET_BL_VER = 0xFE
 BROM_GET_VERSION = 0xFF
 
 BROM_STATUS_OK = 0x0000
-BROM_STATUS_UNSUPPORTED = 0x0001  # romkit's sim answers unknown/illegal requests with this
+BROM_STATUS_UNSUPPORTED = 0x0001  # romkit's sim answers unknown requests so [our reading]
 BROM_STATUS_SLA_REQUIRED = 0x1D0D
 BROM_STATUS_NO_AUTH_NEEDED = 0x1D0C
 
@@ -55,6 +55,18 @@ MT6589_WATCHDOG = 0x10000000
 MT6589_WATCHDOG_OFF = 0x22002224  # SP Flash Tool's value (0x22 key, enable bit clear)
 MT6589_EMI_GENA = 0x10203070
 MT6589_UART1 = 0x11006000
+# PMIC charger setup SP Flash Tool sends to an MT6589 in BROM mode, in order: PWR_INIT's two
+# parameters, then (register, value) pairs each read, written and read back, then PWR_DEINIT
+# [capture: arzam16/empty-sixty-five brom-dump/spft-replay/src/platform.py, MT6589.init_pmic].
+MT6589_PWR_INIT_ARGS = (0x80000000, 0x00000000)
+MT6589_PMIC_CHARGER = (
+    (0x000E, 0x1001),  # CHR_CON7 (a real phone reads 0x1001)
+    (0x000C, 0x0049),  # CHR_CON6 (reads 0x0041)
+    (0x0008, 0x000C),  # CHR_CON4 (reads 0x000F)
+    (0x001A, 0x0000),  # CHR_CON13 (reads 0x0010)
+    (0x0000, 0x007B),  # CHR_CON0 (reads 0x0063)
+    (0x0020, 0x0009),  # CHR_CON16 (reads 0x0001)
+)
 MT6589_DA1_ADDR = 0x12000000  # DA stage 1, SRAM
 MT6589_DA2_ADDR = 0x82038000  # DA stage 2, DRAM
 MT6589_SRAM = (0x12000000, 0x12040000)  # [start, end) accepted for stage 1 (256 KiB)

@@ -25,9 +25,11 @@ import serial
 import serial.tools.list_ports
 from serial.tools.list_ports_common import ListPortInfo
 
+from romkit import virtualports
 from romkit.device import protocol as P
 from romkit.errors import DeviceTimeout, TransportError
 from romkit.progress import ProgressCallback, Reporter
+from romkit.trace import TraceWriter
 
 DOCTOR_HINT = (
     "Check that no other program holds the port (ModemManager grabs /dev/ttyACM* on Linux), "
@@ -112,18 +114,23 @@ class SerialTransport(Transport):
     """pyserial-backed transport: a COM/tty port, a pty path, or any pyserial URL.
 
     The read timeout is changed only when a call asks for a different one, because pyserial
-    re-applies the whole termios state on every change.
+    re-applies the whole termios state on every change. With a `trace` every byte that
+    crosses the port is recorded where it crosses it (bytes of a read that then times out,
+    and stale bytes dropped by `flush_input`, included), plus open/close/timeout events.
     """
 
     def __init__(self, url: str, baudrate: int = 115200, timeout: float = 5.0,
-                 write_timeout: float = 30.0) -> None:
+                 write_timeout: float = 30.0, trace: TraceWriter | None = None) -> None:
         self.url = url
         self.default_timeout = timeout
+        self.trace = trace
         try:
             self._ser: Any = serial.serial_for_url(
                 url, baudrate=baudrate, timeout=timeout, write_timeout=write_timeout
             )
         except (serial.SerialException, OSError, ValueError) as exc:
+            if trace is not None:
+                trace.event(f"open-failed {url} {exc}")
             raise TransportError(
                 f"cannot open port {url}: {exc}",
                 hint=DOCTOR_HINT,
@@ -131,6 +138,9 @@ class SerialTransport(Transport):
                 details={"port": url},
             ) from None
         self._timeout = timeout
+        self._closed = False
+        if trace is not None:
+            trace.event(f"open {url}")
 
     def read(self, n: int, timeout: float | None = None) -> bytes:
         """Exactly n bytes; `timeout` bounds each IO_CHUNK-sized piece (a stall, not a total).
@@ -155,8 +165,15 @@ class SerialTransport(Transport):
                     break
         except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
             # TypeError/AttributeError: pyserial's own state after a close() from another thread.
+            if self.trace is not None:
+                self.trace.data("<", buf)
+                self.trace.event(f"gone {self.url} {exc}")
             raise _disconnected(exc) from None
+        if self.trace is not None:
+            self.trace.data("<", buf)
         if len(buf) != n:
+            if self.trace is not None:
+                self.trace.event(f"timeout {len(buf)} of {n} bytes within {wanted:g} s")
             raise DeviceTimeout(
                 f"phone did not answer: got {len(buf)} of {n} bytes within {wanted:g} s",
                 hint="The phone stopped talking; reconnect it and start again.",
@@ -170,17 +187,30 @@ class SerialTransport(Transport):
         view = memoryview(data).cast("B")
         try:
             for pos in range(0, len(view), IO_CHUNK):
-                self._ser.write(view[pos : pos + IO_CHUNK])
+                piece = view[pos : pos + IO_CHUNK]
+                self._ser.write(piece)
+                if self.trace is not None:
+                    self.trace.data(">", piece)
         except serial.SerialTimeoutException:
+            if self.trace is not None:
+                self.trace.event("timeout the phone stopped accepting data")
             raise DeviceTimeout(
                 "phone stopped accepting data",
                 hint="The phone froze or the cable is bad; reconnect it and start again.",
             ) from None
         except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+            if self.trace is not None:
+                self.trace.event(f"gone {self.url} {exc}")
             raise _disconnected(exc) from None
 
     def flush_input(self) -> None:
         try:
+            if self.trace is not None:
+                # Record what is dropped: a trace must show every byte the phone sent.
+                waiting = self._ser.in_waiting
+                if waiting:
+                    self.trace.data("<", self._ser.read(waiting))
+                self.trace.event("flush input")
             self._ser.reset_input_buffer()
         except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
             raise _disconnected(exc) from None
@@ -190,6 +220,9 @@ class SerialTransport(Transport):
             self._ser.close()
         except (serial.SerialException, OSError):
             pass  # closing a port whose device vanished: nothing left to release
+        if self.trace is not None and not self._closed:
+            self.trace.event(f"close {self.url}")
+        self._closed = True
 
 
 # -- port discovery ---------------------------------------------------------------------------
@@ -225,8 +258,11 @@ def port_mode(vid: int, pid: int) -> str | None:
     return _MODES.get((vid, pid))
 
 
-def find_mtk_ports(ports: Iterable[ListPortInfo] | None = None) -> list[PortInfo]:
-    """MediaTek download ports among `ports` (default: the system's), best candidate first."""
+def find_mtk_ports(ports: Iterable[ListPortInfo] | None = None, *,
+                   virtual: bool = True) -> list[PortInfo]:
+    """MediaTek download ports, best candidate first: the system's USB ports (or `ports`)
+    and, with `virtual`, the ports live virtual phones announce (romkit.virtualports), so a
+    running `romkit sim` is found like a phone on USB."""
     found: list[PortInfo] = []
     for p in serial.tools.list_ports.comports() if ports is None else ports:
         if p.vid is None or p.pid is None:
@@ -236,6 +272,12 @@ def find_mtk_ports(ports: Iterable[ListPortInfo] | None = None) -> list[PortInfo
             continue
         found.append(PortInfo(p.device, p.vid, p.pid, mode, p.description or "",
                               p.serial_number))
+    if virtual and ports is None:
+        for entry in virtualports.list_ports():
+            mode = port_mode(entry.vid, entry.pid)
+            if mode is not None:
+                found.append(PortInfo(entry.port, entry.vid, entry.pid, mode,
+                                      entry.description, entry.phone_id))
     found.sort(key=lambda info: (_PREFERENCE[info.mode], info.device))
     return found
 
@@ -244,17 +286,37 @@ def _is_url(port: str) -> bool:
     return "://" in port
 
 
+def _may_appear_later(port: str) -> bool:
+    """Whether a missing explicit port is worth waiting for: a USB serial node (`/dev/tty…`,
+    a udev symlink under /dev, a Windows COM name) appears when the phone is plugged in; any
+    other path (a typo, a pty of a virtual phone that is not running) never will."""
+    if port.upper().startswith("COM") or port.startswith("\\\\.\\"):
+        return True
+    return port.startswith("/dev/") and not port.startswith("/dev/pts/")
+
+
 def wait_for_port(port: str | None, timeout: float, poll: float = 0.05,
                   on_progress: ProgressCallback | None = None) -> str:
     """Poll until the phone's port exists and return its path.
 
-    With `port=None` any MediaTek download port will do; with an explicit path (a tty, a pty,
-    a symlink) we wait for that path to exist; pyserial URLs (`socket://…`) are returned as
-    they are. The prompt goes out once, before the first poll, so the user knows to plug in.
+    With `port=None` any MediaTek download port will do (USB by VID:PID, or a virtual
+    phone's announced port); with an explicit path we wait for that path to exist if it can
+    appear on plug-in (see `_may_appear_later`) or a virtual phone announces it, and fail at
+    once otherwise; pyserial URLs (`socket://…`) are returned as they are. The prompt goes
+    out once, before the first poll, so the user knows to plug in.
     """
     rep = Reporter(on_progress)
     if port is not None and _is_url(port):
         return port
+    if port is not None and not os.path.exists(port) and not _may_appear_later(port) \
+            and virtualports.lookup(port) is None:
+        raise TransportError(
+            f"port {port} does not exist",
+            hint="Check the --port path (a typo?), or leave --port out to wait for the phone "
+                 "on USB or for a running `romkit sim`.",
+            spft_code=FT_FIND_USB_ERROR,
+            details={"port": port},
+        )
     deadline = time.monotonic() + timeout
     target = port if port is not None else "a MediaTek USB port"
     rep.info(CONNECT_PROMPT, waiting_for=target, timeout=timeout)

@@ -36,6 +36,7 @@ from py7zr.io import Py7zIO, WriterFactory
 from pydantic import BaseModel, Field
 
 from romkit.errors import ArchiveError, DiskError, RomkitError, UsageError
+from romkit.fsutil import new_dir_mode
 from romkit.progress import ProgressCallback, Reporter
 
 ArchiveFormat = Literal["7z", "zip"]
@@ -491,6 +492,9 @@ def extract(archive: Path, dest: Path, *, force: bool = False,
     total = _check_limits(archive, members, lim, dest.parent)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.unpacking-", dir=dest.parent))
+        # mkdtemp makes 0700; the folder becomes DEST, which should look like any folder the
+        # user makes (0755 under the usual umask), or other tools and users cannot read it.
+        tmp.chmod(new_dir_mode())
     except OSError as exc:
         raise _disk(exc, dest.parent) from exc
     budget = _Budget(min(lim.max_total, total), total, rep)

@@ -5,14 +5,28 @@ archive. So the file is split into pieces (8 MiB by default, many more than conn
 N threads fetch over HTTP Range into a preallocated `.part` file; a small JSON state file,
 rewritten atomically about once a second *after* the part file is fsynced, says which byte
 ranges are on disk. Ctrl-C, kill -9 or a power cut therefore lose at most a second of work,
-and the next run resumes from the state file with whichever mirror answers, because the state
-belongs to the file (name + size + hash), not to a URL. Nothing is renamed into place before
-its size and every known hash match; a file that fails is deleted or quarantined.
+and the next run resumes. Nothing is renamed into place before its size and every known hash
+match; a file that fails is deleted or quarantined.
+
+Never splicing two versions of a file: the state remembers each mirror's validator (strong
+ETag, else Last-Modified) and every range request carries it in `If-Range`, so a server whose
+file changed answers with the whole new file instead of a piece of it, and the download
+starts over cleanly. Bytes already on disk are only resumed when that is provably safe: the
+catalog publishes a sha256 (the final check catches any mix), or the same mirror still
+reports the same validator. With no published hash, the sha256 seen first is remembered only
+once the file is complete and verified; a later download with another hash is refused unless
+the user accepts it (`accept_new_hash`).
+
+Bounded: every source (HTTP or file://) is read to at most the catalog size, or `max_size`
+when the catalog gives none; a connection slower than `low_speed_limit` bytes/s for
+`low_speed_time` seconds fails over to the next mirror; a `.part` that is a symlink is refused.
+Retries (connection errors, drops mid-body, HTTP 429/5xx, with Retry-After) follow urllib3's
+`Retry` policy, in one place (`_Transfer._retrying`).
 
 The `.part` file is this module's "temp file beside the target": it is written with positional
 writes (several connections at once, so `romkit.fsutil.atomic_open` cannot stream it) and only
-renamed over the final name once verified. Everything else (state, hash records) goes through
-`romkit.fsutil`.
+renamed over the final name once verified (so `force` keeps the old archive until then).
+Everything else (state, hash records) goes through `romkit.fsutil`.
 
 Knows nothing about the catalog or archives: callers pass a `DownloadTarget` and candidates.
 """
@@ -25,18 +39,21 @@ import errno
 import json
 import os
 import re
+import stat
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
 import requests
 import urllib3
 from pydantic import BaseModel, Field
+from urllib3.exceptions import MaxRetryError
+from urllib3.util import Retry
 
 from romkit import paths
 from romkit.errors import DiskError, DownloadError, IntegrityError
@@ -49,12 +66,19 @@ except ImportError:  # pragma: no cover - Windows has no fcntl; locking is then 
     fcntl = None  # type: ignore[assignment]
 
 PIECE_SIZE = 8 * 1024 * 1024
+DEFAULT_MAX_SIZE = 8 * 1024 ** 3  # far above any MT6589 firmware archive (~0.5-2 GiB)
+DEFAULT_LOW_SPEED_LIMIT = 1024
+DEFAULT_LOW_SPEED_TIME = 60.0
 _READ_CHUNK = 256 * 1024
 _STATE_VERSION = 1
 _OBSERVED = "observed-hashes.json"
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _SAFE_NAME = re.compile(r"^[^/\\\x00-\x1f]+$")
 _USER_AGENT = "romkit-fetch/0.1"
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+_RETRY_AFTER_MAX = 120.0  # a server asking for a longer pause is treated as down for now
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_T = TypeVar("_T")
 
 
 # ---------------------------------------------------------------------------------- models --
@@ -90,6 +114,10 @@ class DownloadOptions(BaseModel):
     connect_timeout: float = Field(default=10.0, gt=0)
     read_timeout: float = Field(default=30.0, gt=0)
     state_interval: float = Field(default=1.0, gt=0)
+    max_size: int = Field(default=DEFAULT_MAX_SIZE, ge=1)
+    low_speed_limit: int = Field(default=DEFAULT_LOW_SPEED_LIMIT, ge=0)
+    low_speed_time: float = Field(default=DEFAULT_LOW_SPEED_TIME, gt=0)
+    accept_new_hash: bool = False
     force: bool = False
     keep_bad: bool = False
     debug: bool = False
@@ -124,6 +152,20 @@ class DownloadPlan(BaseModel):
     candidates: list[Candidate]
 
 
+class DownloadInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a download, with what was left on disk (the CLI says it and how to go
+    on). Still a KeyboardInterrupt, so callers that do not care see the usual one."""
+
+    def __init__(self, file_name: str, part: Path, done: int, total: int | None,
+                 resumable: bool = True) -> None:
+        super().__init__(f"download of {file_name} interrupted")
+        self.file_name = file_name
+        self.part = part
+        self.done = done
+        self.total = total
+        self.resumable = resumable
+
+
 # ------------------------------------------------------------------------------ public API --
 def cache_downloads_dir() -> Path:
     return paths.cache_dir() / "downloads"
@@ -143,13 +185,13 @@ def file_name_from_url(url: str) -> str:
 
 
 def plan(target: DownloadTarget, candidates: Sequence[Candidate], *,
-         cache: Path | None = None) -> DownloadPlan:
+         cache: Path | None = None, force: bool = False) -> DownloadPlan:
     base = cache or cache_downloads_dir()
     name = check_file_name(target.file_name)
     final = base / name
     state = _load_state(_state_path(base / f"{name}.part"))
     partial = sum(e - s for s, e in state.ranges) if state is not None else 0
-    cached = final.is_file()
+    cached = final.is_file() and not force
     to_download = 0 if cached else (None if target.size is None else target.size - partial)
     return DownloadPlan(cache_path=final, cached=cached, partial_bytes=partial,
                         to_download=to_download, candidates=list(candidates))
@@ -160,9 +202,11 @@ def download(target: DownloadTarget, candidates: Sequence[Candidate], *,
              on_progress: ProgressCallback | None = None) -> DownloadResult:
     """Fetch `target` from the first candidate that delivers the right bytes.
 
-    Candidates are tried in order; each failure (HTTP error, wrong size, hash mismatch) is
-    reported as a warning and recorded in the result. Raises IntegrityError if only wrong
-    bytes were found, DownloadError if nothing could be fetched at all.
+    Candidates are tried in order; each failure (HTTP error, wrong size, hash mismatch, too
+    slow) is reported as a warning and recorded in the result. Raises IntegrityError if only
+    wrong bytes were found (or the sha256 differs from the one seen first), DownloadError if
+    nothing could be fetched at all, DownloadInterrupted on Ctrl-C. With `force` a cached
+    archive is not reused, but it stays in place until the new one is verified.
     """
     opts = options or DownloadOptions()
     rep = Reporter(on_progress)
@@ -172,20 +216,24 @@ def download(target: DownloadTarget, candidates: Sequence[Candidate], *,
     final = base / name
     part = base / f"{name}.part"
     with _lock(base / f".{name}.lock"):
-        if opts.force:
-            for p in (final, part, _state_path(part)):
-                _unlink(p)
-        if final.is_file():
+        if final.is_file() and not opts.force:
             cached = _reuse_cached(final, target, opts, rep)
             if cached is not None:
                 return cached
         if not candidates:
             raise DownloadError(f"no URL known for {name}",
                                 hint="pass --url URL, or add a mirror to the catalog")
-        return _try_candidates(target, candidates, final, part, opts, rep)
+        try:
+            return _try_candidates(target, candidates, final, part, opts, rep)
+        except KeyboardInterrupt as exc:
+            state = _load_state(_state_path(part))
+            done = sum(e - s for s, e in state.ranges) if state is not None else 0
+            total = state.size if state is not None else target.size
+            resumable = state is not None and state.resumable
+            raise DownloadInterrupted(name, part, done, total, resumable) from exc
 
 
-def import_file(path: Path, target: DownloadTarget, *,
+def import_file(path: Path, target: DownloadTarget, *, accept_new_hash: bool = False,
                 on_progress: ProgressCallback | None = None) -> DownloadResult:
     """Verify a file the user already has (`--from FILE`) exactly like a download.
 
@@ -200,8 +248,10 @@ def import_file(path: Path, target: DownloadTarget, *,
         raise IntegrityError(f"{path.name}: {problem}",
                              hint="this is not the expected file; download it again or use "
                                   "`romkit fetch` without --from")
-    note = _observe(target, digests["sha256"], path.stat().st_size, rep)
-    return DownloadResult(path=path, size=path.stat().st_size, sha256=digests["sha256"],
+    size = path.stat().st_size
+    note = _check_observed(target, digests["sha256"], accept_new_hash, rep, kept=path)
+    note = _record_observed(target, digests["sha256"], size, rep) or note
+    return DownloadResult(path=path, size=size, sha256=digests["sha256"],
                           md5=digests.get("md5"), hash_note=note)
 
 
@@ -225,10 +275,12 @@ def _reuse_cached(final: Path, target: DownloadTarget, opts: DownloadOptions,
     digests, problem = _verify(final, target)
     if problem is None:
         rep.info(f"{final.name} already downloaded and verified ({final})")
-        return DownloadResult(path=final, size=final.stat().st_size, sha256=digests["sha256"],
-                              md5=digests.get("md5"), cached=True,
-                              hash_note=_observe(target, digests["sha256"],
-                                                 final.stat().st_size, rep))
+        size = final.stat().st_size
+        note = _check_observed(target, digests["sha256"], opts.accept_new_hash, rep,
+                               kept=final)
+        note = _record_observed(target, digests["sha256"], size, rep) or note
+        return DownloadResult(path=final, size=size, sha256=digests["sha256"],
+                              md5=digests.get("md5"), cached=True, hash_note=note)
     where = _discard(final, opts.keep_bad)
     rep.warning(f"cached {final.name} is bad ({problem}); {where}; downloading again")
     return None
@@ -251,31 +303,65 @@ def _discard(path: Path, keep_bad: bool) -> str:
     return f"kept in {dest}"
 
 
-def _observe(target: DownloadTarget, sha256: str, size: int, rep: Reporter) -> str | None:
-    """With no published sha256, remember what we saw and compare later downloads with it."""
+def _observed_records() -> dict[str, Any]:
+    try:
+        records = json.loads((paths.data_dir() / _OBSERVED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return records if isinstance(records, dict) else {}
+
+
+def _check_observed(target: DownloadTarget, sha256: str, accept: bool, rep: Reporter, *,
+                    kept: Path) -> str | None:
+    """With no published sha256, compare with the one seen first (trust on first use).
+
+    A different hash means the published file changed or one copy is bad: refused (exit 3)
+    unless the user accepts it, because the first copy may already be flashed to phones.
+    Returns the note to show; raises IntegrityError on an unaccepted difference.
+    """
     if target.sha256:
         return None
-    store = paths.data_dir() / _OBSERVED
-    try:
-        records = json.loads(store.read_text(encoding="utf-8"))
-        if not isinstance(records, dict):
-            records = {}
-    except (OSError, ValueError):
-        records = {}
-    key = target.record_key
-    old = records.get(key)
-    if isinstance(old, dict) and isinstance(old.get("sha256"), str):
-        if old["sha256"] == sha256:
-            note = f"sha256 {sha256} matches the one recorded on {old.get('recorded', '?')}"
-            rep.info(note)
-            return note
-        note = (f"sha256 {sha256} differs from {old['sha256']} recorded for {key} on "
-                f"{old.get('recorded', '?')}: the published file changed or one copy is bad")
+    old = _observed_records().get(target.record_key)
+    if not (isinstance(old, dict) and isinstance(old.get("sha256"), str)):
+        return None
+    when = old.get("recorded", "?")
+    if old["sha256"] == sha256:
+        note = f"sha256 {sha256} matches the one recorded on {when}"
+        rep.info(note)
+        return note
+    if accept:
+        note = (f"sha256 {sha256} differs from {old['sha256']} recorded on {when}; "
+                "accepted (--accept-new-hash) and recorded instead")
         rep.warning(note)
         return note
-    records[key] = {"file_name": target.file_name, "size": size, "sha256": sha256,
-                    "recorded": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-    atomic_write_text(store, json.dumps(records, indent=2, sort_keys=True))
+    raise IntegrityError(
+        f"{target.file_name}: sha256 {sha256} differs from {old['sha256']} recorded for "
+        f"{target.record_key} on {when} (the published file changed, or one copy is bad)",
+        hint=f"the file is kept as {kept}; if the new file is right, run again with "
+             "--accept-new-hash; otherwise try another mirror with --url",
+        details={"sha256": sha256, "recorded_sha256": old["sha256"], "kept": str(kept)})
+
+
+def _record_observed(target: DownloadTarget, sha256: str, size: int,
+                     rep: Reporter) -> str | None:
+    """Remember the sha256 of a complete, verified file (no published hash) unless it is the
+    one already recorded; returns the note to show when something was recorded."""
+    if target.sha256:
+        return None
+    records = _observed_records()
+    key = target.record_key
+    old = records.get(key)
+    if isinstance(old, dict) and old.get("sha256") == sha256:
+        return None
+    entry: dict[str, Any] = {"file_name": target.file_name, "size": size, "sha256": sha256,
+                             "recorded": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    if isinstance(old, dict) and isinstance(old.get("sha256"), str):
+        entry["replaces"] = old["sha256"]
+    records[key] = entry
+    atomic_write_text(paths.data_dir() / _OBSERVED,
+                      json.dumps(records, indent=2, sort_keys=True))
+    if "replaces" in entry:
+        return None
     note = f"first download of {key}, sha256 {sha256}, recorded"
     rep.info(note)
     return note
@@ -290,6 +376,10 @@ class _MirrorFailed(Exception):
         self.integrity = integrity
 
 
+class _Changed(Exception):
+    """The mirror's file is not the one the part file holds pieces of: start over."""
+
+
 def _try_candidates(target: DownloadTarget, candidates: Sequence[Candidate], final: Path,
                     part: Path, opts: DownloadOptions, rep: Reporter) -> DownloadResult:
     attempts: list[MirrorAttempt] = []
@@ -300,6 +390,18 @@ def _try_candidates(target: DownloadTarget, candidates: Sequence[Candidate], fin
             transfer = _Transfer(cand, target, part, opts, rep)
             try:
                 got = transfer.run()
+            except _Changed as exc:
+                _unlink(part)
+                _unlink(_state_path(part))
+                if fresh_retry:
+                    attempts.append(MirrorAttempt(url=cand.url, source=cand.source,
+                                                  outcome="failed", detail=str(exc),
+                                                  bytes=transfer.fetched))
+                    rep.warning(f"mirror {cand.url} failed: {exc}, twice")
+                    break
+                rep.warning(f"{exc}: the partial download is discarded and starts over")
+                fresh_retry = True
+                continue
             except _MirrorFailed as exc:
                 bad_bytes = bad_bytes or exc.integrity
                 attempts.append(MirrorAttempt(url=cand.url, source=cand.source, outcome="failed",
@@ -309,9 +411,13 @@ def _try_candidates(target: DownloadTarget, candidates: Sequence[Candidate], fin
             rep.info(f"verifying {target.file_name} …")
             digests, problem = _verify(part, target)
             if problem is None:
+                # A hash other than the first-seen one is refused here, before the file
+                # takes the final name; the complete .part stays for --accept-new-hash.
+                note = _check_observed(target, digests["sha256"], opts.accept_new_hash, rep,
+                                       kept=part)
                 _replace(part, final)
                 _unlink(_state_path(part))
-                note = _observe(target, digests["sha256"], got, rep)
+                note = _record_observed(target, digests["sha256"], got, rep) or note
                 attempts.append(MirrorAttempt(url=cand.url, source=cand.source, outcome="ok",
                                               bytes=transfer.fetched))
                 return DownloadResult(path=final, size=got, sha256=digests["sha256"],
@@ -345,11 +451,60 @@ def _try_candidates(target: DownloadTarget, candidates: Sequence[Candidate], fin
 
 
 # ------------------------------------------------------------------------------- transfer --
+@dataclass(frozen=True)
+class _Validator:
+    """What identifies one version of a file on one server (RFC 9110 §8.8): a strong ETag,
+    else Last-Modified. Weak ETags (W/…) cannot be used with If-Range, so they are ignored."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+    @classmethod
+    def of(cls, resp: requests.Response) -> _Validator | None:
+        etag = resp.headers.get("ETag")
+        if etag is not None and (etag.startswith("W/") or not etag.strip()):
+            etag = None
+        modified = resp.headers.get("Last-Modified") or None
+        return cls(etag, modified) if etag or modified else None
+
+    @property
+    def if_range(self) -> str:
+        return self.etag or self.last_modified or ""
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"etag": self.etag, "last_modified": self.last_modified}
+
+    @classmethod
+    def from_dict(cls, raw: object) -> _Validator | None:
+        if not isinstance(raw, dict):
+            return None
+        etag, modified = raw.get("etag"), raw.get("last_modified")
+        etag = etag if isinstance(etag, str) and etag else None
+        modified = modified if isinstance(modified, str) and modified else None
+        return cls(etag, modified) if etag or modified else None
+
+    def describe(self) -> str:
+        return f"ETag {self.etag}" if self.etag else f"Last-Modified {self.last_modified}"
+
+    def matches(self, other: _Validator | None) -> bool | None:
+        """Same version of the file? By ETag when both have one, else by Last-Modified when
+        both have it; None when the two cannot be compared."""
+        if other is None:
+            return None
+        if self.etag and other.etag:
+            return self.etag == other.etag
+        if self.last_modified and other.last_modified:
+            return self.last_modified == other.last_modified
+        return None
+
+
 @dataclass
 class _State:
     size: int
     sha256: str | None
     ranges: list[tuple[int, int]]
+    validators: dict[str, _Validator] = field(default_factory=dict)
+    resumable: bool = True  # False: written by a single stream, which restarts from 0
 
 
 def _state_path(part: Path) -> Path:
@@ -367,8 +522,16 @@ def _load_state(path: Path) -> _State | None:
         sha = raw.get("sha256")
         if any(not (0 <= s < e <= size) for s, e in ranges):
             return None
+        validators: dict[str, _Validator] = {}
+        found = raw.get("validators")
+        if isinstance(found, dict):
+            for url, v in found.items():
+                parsed = _Validator.from_dict(v)
+                if isinstance(url, str) and parsed is not None:
+                    validators[url] = parsed
         return _State(size=size, sha256=sha if isinstance(sha, str) else None,
-                      ranges=_merge(ranges))
+                      ranges=_merge(ranges), validators=validators,
+                      resumable=raw.get("resumable", True) is not False)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -394,6 +557,32 @@ class _Piece:
         return self.end - self.start - self.done
 
 
+class _SpeedFloor:
+    """curl's LOW_SPEED_LIMIT/LOW_SPEED_TIME: fail when fewer than `limit` bytes/s arrived
+    over a whole window of `seconds`. A server dripping a byte every few seconds never trips
+    a read timeout, so this is what moves on to the next mirror."""
+
+    def __init__(self, limit: int, seconds: float) -> None:
+        self.limit = limit
+        self.seconds = seconds
+        self._t0 = time.monotonic()
+        self._b0 = 0
+
+    def check(self, total_bytes: int) -> None:
+        if self.limit <= 0:
+            return
+        now = time.monotonic()
+        span = now - self._t0
+        if span < self.seconds:
+            return
+        got = total_bytes - self._b0
+        if got < self.limit * span:
+            raise _MirrorFailed(f"too slow: {got / span:.0f} B/s over the last {span:.0f} s, "
+                                f"below the {self.limit} B/s floor (--low-speed-limit/"
+                                "--low-speed-time)")
+        self._t0, self._b0 = now, total_bytes
+
+
 class _Transfer:
     """One attempt at fetching the part file from one candidate."""
 
@@ -408,15 +597,19 @@ class _Transfer:
         self.resumed_bytes = 0
         self.pieces: list[_Piece] = []
         self.total: int | None = None
+        self.bound = target.size if target.size is not None else opts.max_size
+        self.validator: _Validator | None = None
+        self.validators: dict[str, _Validator] = {}
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self._fd = -1
         self.detached = False
+        self.single = False
         self.task = "download"
 
     # -- entry ------------------------------------------------------------------------------
     def run(self) -> int:
-        """Fill the part file; return its size. Raises _MirrorFailed, DiskError."""
+        """Fill the part file; return its size. Raises _MirrorFailed, _Changed, DiskError."""
         if urlsplit(self.cand.url).scheme == "file":
             return self._local()
         probe, ranged, total = self._probe()
@@ -424,6 +617,10 @@ class _Transfer:
             probe.close()
             raise _MirrorFailed(f"wrong size: server has {total} bytes, "
                                 f"expected {self.target.size}", integrity=True)
+        if total is not None and total > self.bound:
+            probe.close()
+            raise _MirrorFailed(f"server offers {total} bytes, more than the {self.bound} "
+                                "allowed (--max-size)")
         self.total = total if total is not None else self.target.size
         if not ranged:
             self.rep.info(f"{self.cand.url} does not support ranges: one stream, "
@@ -441,40 +638,99 @@ class _Transfer:
         return total
 
     def _local(self) -> int:
-        """A file:// mirror (a USB stick, a NAS mount): copied in, then verified the same way."""
+        """A file:// mirror (a USB stick, a NAS mount): copied in, then verified the same way.
+
+        Read to the same bound as any mirror: a device such as /dev/zero has no size."""
         src = Path(url2pathname(urlsplit(self.cand.url).path))
         try:
-            size = src.stat().st_size
+            st = src.stat()
+        except OSError as exc:
+            raise _MirrorFailed(f"cannot read {src}: {exc.strerror or exc}") from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise _MirrorFailed(f"{src} is not a regular file")
+        size = st.st_size
+        if self.target.size is not None and size != self.target.size:
+            raise _MirrorFailed(f"wrong size: {src} has {size} bytes, "
+                                f"expected {self.target.size}", integrity=True)
+        if size > self.bound:
+            raise _MirrorFailed(f"{src} has {size} bytes, more than the {self.bound} allowed "
+                                "(--max-size)")
+        try:
             fin = src.open("rb")
         except OSError as exc:
             raise _MirrorFailed(f"cannot read {src}: {exc.strerror or exc}") from exc
-        if self.target.size is not None and size != self.target.size:
-            fin.close()
-            raise _MirrorFailed(f"wrong size: {src} has {size} bytes, "
-                                f"expected {self.target.size}", integrity=True)
         self.total = size
         self.pieces = [_Piece(0, size)]
         try:
-            self._fd = os.open(self.part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        except OSError as exc:
+            self._fd = self._open_part(os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+        except BaseException:
             fin.close()
-            raise DiskError(f"cannot open {self.part}: {exc.strerror or exc}",
-                            hint="check the cache folder's permissions") from exc
+            raise
         self.rep.start(self.task, self.target.file_name, total=size, url=self.cand.url)
+        piece = self.pieces[0]
         try:
             with fin:
-                while chunk := fin.read(_READ_CHUNK * 4):
-                    self._pwrite(chunk, self.pieces[0].done)
-                    self.pieces[0].done += len(chunk)
+                while chunk := fin.read(min(_READ_CHUNK * 4, self.bound + 1 - piece.done)):
+                    if piece.done + len(chunk) > self.bound:
+                        raise _MirrorFailed(f"{src} grew past the {self.bound} bytes allowed "
+                                            "while being read (--max-size)")
+                    self._pwrite(chunk, piece.done)
+                    piece.done += len(chunk)
                     self.fetched += len(chunk)
-                    self.rep.update(self.task, self.pieces[0].done, size)
+                    self.rep.update(self.task, piece.done, size)
         except OSError as exc:
             raise _MirrorFailed(f"cannot read {src}: {exc.strerror or exc}") from exc
         finally:
             os.close(self._fd)
             self._fd = -1
         self.rep.end(self.task)
-        return self.pieces[0].done
+        return piece.done
+
+    # -- retry policy -----------------------------------------------------------------------
+    def _policy(self) -> Retry:
+        """urllib3's Retry: the retry budget, exponential backoff, which HTTP statuses are
+        worth retrying and how to read Retry-After - the one policy for every request."""
+        return Retry(total=self.opts.retries, backoff_factor=self.opts.backoff,
+                     backoff_max=self.opts.backoff_max, status_forcelist=_RETRY_STATUS,
+                     respect_retry_after_header=True)
+
+    def _retrying(self, attempt: Callable[[], _T],
+                  progress: Callable[[], int] | None = None) -> _T:
+        """Run `attempt` until it returns; each _Retryable it raises costs one retry of the
+        policy and waits its backoff (or the server's Retry-After, up to two minutes).
+        With `progress`, an attempt that moved it forward starts a fresh budget: a flaky
+        link that keeps delivering is not a dead mirror."""
+        policy = self._policy()
+        while True:
+            mark = progress() if progress is not None else 0
+            try:
+                return attempt()
+            except _Retryable as exc:
+                if progress is not None and progress() > mark:
+                    policy = self._policy()
+                try:
+                    policy = policy.increment(method="GET", url=self.cand.url, error=exc)
+                except MaxRetryError:
+                    raise _MirrorFailed(f"{exc} (after {self.opts.retries} retries)") from exc
+                wait = policy.get_backoff_time()
+                if exc.retry_after is not None:
+                    if exc.retry_after > _RETRY_AFTER_MAX:
+                        raise _MirrorFailed(f"{exc}, asking to retry after "
+                                            f"{exc.retry_after:.0f} s") from exc
+                    wait = exc.retry_after
+                if self.stop.wait(wait):
+                    raise _Stopped() from exc
+
+    def _status_failure(self, resp: requests.Response) -> Exception:
+        """The exception for an unexpected status: retryable per the policy, else fatal."""
+        code, reason = resp.status_code, resp.reason
+        policy = self._policy()
+        if policy.is_retry("GET", code, has_retry_after="Retry-After" in resp.headers):
+            after = policy.get_retry_after(resp.raw) if resp.raw is not None else None
+            resp.close()
+            return _Retryable(f"HTTP {code} {reason}", retry_after=after)
+        resp.close()
+        return _MirrorFailed(f"HTTP {code} {reason}")
 
     # -- HTTP -------------------------------------------------------------------------------
     def _session(self) -> requests.Session:
@@ -484,10 +740,12 @@ class _Transfer:
         return s
 
     def _get(self, session: requests.Session, start: int | None,
-             end: int | None = None) -> requests.Response:
+             end: int | None = None, *, if_range: bool = False) -> requests.Response:
         headers = {}
         if start is not None:
             headers["Range"] = f"bytes={start}-" + ("" if end is None else str(end - 1))
+            if if_range and self.validator is not None:
+                headers["If-Range"] = self.validator.if_range
         try:
             return session.get(self.cand.url, headers=headers, stream=True,
                                timeout=(self.opts.connect_timeout, self.opts.read_timeout))
@@ -498,54 +756,85 @@ class _Transfer:
             raise _Retryable(_describe(exc)) from exc
 
     def _probe(self) -> tuple[requests.Response, bool, int | None]:
-        """Ask for byte 0 only: a 206 proves Range support and gives the size; a 200 is the
-        whole file in one stream (kept open and used as such)."""
+        """Ask for byte 0 only: a 206 proves Range support and gives the size and the
+        validator; a 200 is the whole file in one stream (kept open and used as such)."""
         session = self._session()
-        attempt = 0
-        while True:
-            try:
-                resp = self._get(session, 0, 1)
-                if resp.status_code == 206:
-                    m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
-                    if m is None or m.group(3) == "*" or int(m.group(1)) != 0:
-                        resp.close()
-                        raise _MirrorFailed("server sent an unusable Content-Range header")
-                    return resp, True, int(m.group(3))
-                if resp.status_code == 200:
-                    length = resp.headers.get("Content-Length")
-                    return resp, False, int(length) if length and length.isdigit() else None
-                resp.close()
-                if resp.status_code < 500 and resp.status_code != 429:
-                    raise _MirrorFailed(f"HTTP {resp.status_code} {resp.reason}")
-                raise _Retryable(f"HTTP {resp.status_code} {resp.reason}")
-            except _Retryable as exc:
-                attempt += 1
-                if attempt > self.opts.retries:
-                    raise _MirrorFailed(f"{exc} (after {self.opts.retries} retries)") from exc
-                self._backoff(attempt)
 
-    def _backoff(self, attempt: int) -> None:
-        delay = min(self.opts.backoff_max, self.opts.backoff * 2 ** (attempt - 1))
-        if self.stop.wait(delay):
-            raise _Stopped()
+        def attempt() -> tuple[requests.Response, bool, int | None]:
+            resp = self._get(session, 0, 1)
+            if resp.status_code == 206:
+                m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+                if m is None or m.group(3) == "*" or int(m.group(1)) != 0:
+                    resp.close()
+                    raise _MirrorFailed("server sent an unusable Content-Range header")
+                self.validator = _Validator.of(resp)
+                return resp, True, int(m.group(3))
+            if resp.status_code == 200:
+                length = resp.headers.get("Content-Length")
+                self.validator = _Validator.of(resp)
+                return resp, False, int(length) if length and length.isdigit() else None
+            raise self._status_failure(resp)
+
+        return self._retrying(attempt)
 
     # -- part file and state ----------------------------------------------------------------
-    def _prepare_part(self, total: int) -> None:
-        state = _load_state(_state_path(self.part))
-        ranges: list[tuple[int, int]] = []
-        if state is not None and self.part.is_file():
-            want = (self.target.sha256 or "").lower()
-            same_hash = not want or not state.sha256 or state.sha256.lower() == want
-            if state.size == total and self.part.stat().st_size == total and same_hash:
-                ranges = state.ranges
-            else:
-                self.rep.info(f"partial {self.part.name} belongs to another version of the "
-                              "file; starting over")
+    def _open_part(self, flags: int) -> int:
+        """Open the .part file, never through a symlink: the cache may be shared or synced,
+        and a link planted there must not make romkit overwrite the file it points to."""
         try:
-            fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.part, flags | _NOFOLLOW, 0o666)
         except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EMLINK) or self.part.is_symlink():
+                raise DiskError(f"refusing to write {self.part}: it is a symbolic link",
+                                hint="romkit never makes links in its cache; remove it and "
+                                     "run again") from exc
             raise DiskError(f"cannot open {self.part}: {exc.strerror or exc}",
                             hint="check the cache folder's permissions") from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise DiskError(f"refusing to write {self.part}: it is not a regular file",
+                            hint="remove it and run again")
+        return fd
+
+    def _resumable(self, state: _State | None, total: int) -> list[tuple[int, int]]:
+        """The recorded ranges if they provably belong to the file this mirror serves now."""
+        if state is None or not state.ranges:
+            return []
+        try:
+            st = os.lstat(self.part)
+        except OSError:
+            return []
+        want = (self.target.sha256 or "").lower()
+        same_hash = not want or not state.sha256 or state.sha256.lower() == want
+        if not (stat.S_ISREG(st.st_mode) and state.size == total and st.st_size == total
+                and same_hash):
+            self.rep.info(f"partial {self.part.name} belongs to another version of the "
+                          "file; starting over")
+            return []
+        before = state.validators.get(self.cand.url)
+        same = before.matches(self.validator) if before is not None else None
+        if before is not None and self.validator is not None and same is False:
+            self.rep.warning(f"{self.target.file_name} changed on {self.cand.url} since the "
+                             f"partial download ({before.describe()} -> "
+                             f"{self.validator.describe()}); starting over")
+            return []
+        if self.target.sha256:
+            return state.ranges  # the final sha256 check catches any mix of versions
+        if same:
+            return state.ranges
+        self.rep.info(f"partial {self.part.name} cannot be proven to be the same version "
+                      f"of the file as {self.cand.url} serves (no published sha256 and no "
+                      "matching ETag/Last-Modified from this mirror); starting over")
+        return []
+
+    def _prepare_part(self, total: int) -> None:
+        state = _load_state(_state_path(self.part))
+        ranges = self._resumable(state, total)
+        if ranges and state is not None:
+            self.validators = dict(state.validators)
+        if self.validator is not None:
+            self.validators[self.cand.url] = self.validator
+        fd = self._open_part(os.O_RDWR | os.O_CREAT)
         self._fd = fd
         try:
             if not ranges:
@@ -572,7 +861,9 @@ class _Transfer:
                 os.fsync(self._fd)
         doc = {"version": _STATE_VERSION, "file_name": self.target.file_name,
                "size": self.total, "sha256": self.target.sha256 or None,
-               "ranges": [list(r) for r in _merge(ranges)]}
+               "ranges": [list(r) for r in _merge(ranges)],
+               "validators": {url: v.as_dict() for url, v in self.validators.items()},
+               "resumable": not self.single}
         atomic_write_text(_state_path(self.part), json.dumps(doc))
 
     # -- segmented --------------------------------------------------------------------------
@@ -582,8 +873,9 @@ class _Transfer:
         Daemon threads because a connection stalled in a socket read must not keep Ctrl-C
         waiting for the read timeout: on KeyboardInterrupt the state is saved and the
         exception goes up at once (the part file stays open for the stragglers, whose late
-        bytes the state file does not claim). On a mirror failure the others are stopped and
-        joined before the next mirror touches the part file.
+        bytes the state file does not claim). On a mirror failure (including a transfer
+        below the speed floor) the others are stopped and joined before the next mirror
+        touches the part file.
         """
         pending = [p for p in self.pieces if p.remaining > 0]
         queue_lock = threading.Lock()
@@ -608,6 +900,7 @@ class _Transfer:
         self.rep.start(self.task, self.target.file_name, total=total, url=self.cand.url,
                        connections=workers)
         began = time.monotonic()
+        floor = _SpeedFloor(self.opts.low_speed_limit, self.opts.low_speed_time)
         threads = [threading.Thread(target=guarded, args=(k,), daemon=True,
                                     name=f"romkit-dl-{k}") for k in range(workers)]
         for t in threads:
@@ -623,6 +916,14 @@ class _Transfer:
                     last_state = time.monotonic()
                 if errors:
                     break
+                if any(t.is_alive() for t in threads):
+                    with self._lock:
+                        fetched = self.fetched
+                    try:
+                        floor.check(fetched)
+                    except _MirrorFailed as exc:
+                        errors.append(exc)
+                        break
         except KeyboardInterrupt:
             self.stop.set()
             self.detached = True
@@ -664,35 +965,40 @@ class _Transfer:
             session.close()
 
     def _fetch_piece(self, session: requests.Session, piece: _Piece) -> None:
-        attempt = 0
-        while piece.remaining > 0:
-            if self.stop.is_set():
-                raise _Stopped()
-            before = piece.done
-            try:
-                self._stream_piece(session, piece)
-            except _Retryable as exc:
-                if piece.done > before:
-                    attempt = 0
-                attempt += 1
-                if attempt > self.opts.retries:
-                    raise _MirrorFailed(f"{exc} at byte {piece.start + piece.done} "
-                                        f"(after {self.opts.retries} retries)") from exc
-                self._backoff(attempt)
+        """Stream one piece to its end; a piece that moved forward keeps its retry budget
+        fresh (see `_retrying`)."""
+
+        def attempt() -> None:
+            self._stream_piece(session, piece)
+
+        def progress() -> int:
+            return piece.done
+
+        self._retrying(attempt, progress=progress)
 
     def _stream_piece(self, session: requests.Session, piece: _Piece) -> None:
+        if self.stop.is_set():
+            raise _Stopped()
         offset = piece.start + piece.done
-        resp = self._get(session, offset, piece.end)
+        resp = self._get(session, offset, piece.end, if_range=True)
         with resp:
             if resp.status_code == 200:
+                resp.close()
+                if self.validator is not None:
+                    raise _Changed(f"{self.target.file_name} changed on {self.cand.url} "
+                                   f"during the download (its {self.validator.describe()} "
+                                   "no longer matches)")
                 raise _MirrorFailed("server stopped honouring Range requests")
             if resp.status_code != 206:
-                if resp.status_code >= 500 or resp.status_code == 429:
-                    raise _Retryable(f"HTTP {resp.status_code} {resp.reason}")
-                raise _MirrorFailed(f"HTTP {resp.status_code} {resp.reason}")
+                raise self._status_failure(resp)
             m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
             if m is None or int(m.group(1)) != offset:
                 raise _MirrorFailed("server answered a different byte range than asked")
+            now = _Validator.of(resp)
+            if (m.group(3) != "*" and int(m.group(3)) != self.total) or (
+                    now is not None and now.matches(self.validator) is False):
+                raise _Changed(f"{self.target.file_name} changed on {self.cand.url} during "
+                               "the download (the server ignored If-Range)")
             for chunk in _iter_body(resp):
                 if self.stop.is_set():
                     raise _Stopped()
@@ -723,46 +1029,34 @@ class _Transfer:
     def _single(self, resp: requests.Response) -> int:
         """No Range support: stream from byte 0 (a retry starts again from 0)."""
         total = self.total
+        self.single = True
         self.pieces = [_Piece(0, total if total is not None else 0)]
         try:
-            self._fd = os.open(self.part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        except OSError as exc:
+            self._fd = self._open_part(os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+        except BaseException:
             resp.close()
-            raise DiskError(f"cannot open {self.part}: {exc.strerror or exc}",
-                            hint="check the cache folder's permissions") from exc
+            raise
         self.rep.start(self.task, self.target.file_name, total=total, url=self.cand.url,
                        connections=1)
         began = time.monotonic()
         session = self._session()
-        current: requests.Response | None = resp
-        attempt = 0
+        first: list[requests.Response] = [resp]
+
+        def attempt() -> int:
+            current = first.pop() if first else self._get(session, None)
+            with self._lock:
+                self.pieces[0].done = 0
+            if current.status_code != 200:
+                raise self._status_failure(current)
+            return self._stream_all(current, total, began)
+
         try:
-            while True:
-                try:
-                    if current is None:
-                        current = self._get(session, None)
-                        if current.status_code != 200:
-                            code, reason = current.status_code, current.reason
-                            current.close()
-                            if code >= 500 or code == 429:
-                                raise _Retryable(f"HTTP {code} {reason}")
-                            raise _MirrorFailed(f"HTTP {code} {reason}")
-                    got = self._stream_all(current, total, began)
-                    break
-                except _Retryable as exc:
-                    current = None
-                    attempt += 1
-                    if attempt > self.opts.retries:
-                        raise _MirrorFailed(f"{exc} (after {self.opts.retries} retries)"
-                                            ) from exc
-                    self._backoff(attempt)
-                    with self._lock:
-                        self.pieces[0].done = 0
+            got = self._retrying(attempt)
             os.ftruncate(self._fd, got)
             self.total = got
         finally:
-            if current is not None:
-                current.close()
+            for leftover in first:
+                leftover.close()
             session.close()
             self._save_state()
             os.close(self._fd)
@@ -773,10 +1067,14 @@ class _Transfer:
         piece = self.pieces[0]
         last = 0.0
         last_state = time.monotonic()
+        floor = _SpeedFloor(self.opts.low_speed_limit, self.opts.low_speed_time)
         with resp:
             for chunk in _iter_body(resp):
                 if total is not None:
                     chunk = chunk[:total - piece.done]
+                if piece.done + len(chunk) > self.bound:
+                    raise _MirrorFailed(f"the server sent more than the {self.bound} bytes "
+                                        "allowed (--max-size)")
                 self._pwrite(chunk, piece.done)
                 with self._lock:
                     piece.done += len(chunk)
@@ -790,6 +1088,7 @@ class _Transfer:
                 if now - last_state >= self.opts.state_interval:
                     self._save_state()
                     last_state = now
+                floor.check(self.fetched)
                 if total is not None and piece.done >= total:
                     break
         if total is not None and piece.done < total:
@@ -799,7 +1098,11 @@ class _Transfer:
 
 
 class _Retryable(Exception):
-    """A transient failure worth retrying after a backoff."""
+    """A transient failure worth retrying after a backoff (or the server's Retry-After)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class _Stopped(Exception):
@@ -884,24 +1187,28 @@ def _lock(path: Path) -> Iterator[None]:
         yield
         return
     try:
-        fh = path.open("a")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o666)
     except OSError as exc:
         raise DiskError(f"cannot create {path}: {exc.strerror or exc}",
-                        hint="check the cache folder's permissions") from exc
-    with fh:
+                        hint="check the cache folder's permissions (a link there is refused)"
+                        ) from exc
+    try:
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             raise DownloadError(f"another romkit is already downloading {path.name[1:-5]}",
                                 hint="wait for it to finish, then run again") from exc
         try:
             yield
         finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 __all__ = [
-    "PIECE_SIZE", "Candidate", "DownloadOptions", "DownloadPlan", "DownloadResult",
+    "DEFAULT_LOW_SPEED_LIMIT", "DEFAULT_LOW_SPEED_TIME", "DEFAULT_MAX_SIZE", "PIECE_SIZE",
+    "Candidate", "DownloadInterrupted", "DownloadOptions", "DownloadPlan", "DownloadResult",
     "DownloadTarget", "MirrorAttempt", "cache_downloads_dir", "check_file_name",
     "download", "file_name_from_url", "import_file", "plan",
 ]

@@ -2,13 +2,18 @@
 
 Tests, `romkit demo` and the benches need a real server whose faults they control: Range
 support that can be switched off, a per-connection rate cap (to model the 25-hour forum
-mirror), connections that die mid-body, 500s, wrong bytes and slow answers, plus a record of
-exactly which byte ranges were sent so a test can prove a resume did not fetch anything
-twice. It is a library module (no prints) so the demo can use it at run time.
+mirror), connections that die mid-body, 500s, wrong bytes, slow answers, a body dripped a
+byte at a time, a file that changes between two requests, plus a record of exactly which
+byte ranges were sent so a test can prove a resume did not fetch anything twice. Like nginx
+or Apache it sends a strong ETag and Last-Modified and honours If-Range (RFC 9110 §13.1.5:
+a range only if the validator still matches, else the whole new file with 200); both can be
+switched off. It is a library module (no prints) so the demo can use it at run time.
 """
 
 from __future__ import annotations
 
+import email.utils
+import hashlib
 import http.server
 import re
 import socket
@@ -22,7 +27,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 import numpy as np
 
-FaultKind = Literal["drop", "status", "corrupt", "delay"]
+FaultKind = Literal["drop", "status", "corrupt", "delay", "drip", "change"]
+Validators = Literal["both", "etag", "last-modified", "none"]
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _SEND_CHUNK = 64 * 1024
 
@@ -33,7 +39,10 @@ class Fault:
 
     kind: "drop" cuts the connection after `after` body bytes; "status" answers `status`
     instead of the file; "corrupt" flips every body byte from `after` on (XOR 0xFF); "delay"
-    sleeps `delay` seconds before answering. `times` is how many matching requests it hits
+    sleeps `delay` seconds before answering; "drip" sends `after` bytes at full speed, then
+    one byte every `delay` seconds (never tripping a read timeout); "change" replaces the
+    file by `data` (new ETag and Last-Modified) just before answering, as a mirror updating
+    its file between two requests would. `times` is how many matching requests it hits
     (None: all). `min_offset`: only requests whose range starts at or after this offset.
     """
 
@@ -43,6 +52,8 @@ class Fault:
     delay: float = 0.0
     times: int | None = 1
     min_offset: int = 0
+    data: bytes = b""
+    retry_after: int | None = None  # "status": also send Retry-After with this many seconds
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,7 @@ class Served:
 @dataclass
 class _State:
     files: dict[str, bytes | Path] = field(default_factory=dict)
+    versions: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> ETag, mtime
     faults: dict[str, list[Fault]] = field(default_factory=dict)
     served: list[Served] = field(default_factory=list)
     active: int = 0
@@ -78,16 +90,20 @@ class LocalServer:
 
     Use as a context manager (or start()/stop()). `url(name)` gives the address of a file.
     `ranges=False` makes it ignore Range headers (answers 200 with the whole file), `rate` caps
-    each connection at that many bytes per second.
+    each connection at that many bytes per second, `validators` says which of ETag and
+    Last-Modified it sends (and honours in If-Range).
     """
 
     def __init__(self, files: Mapping[str, bytes | Path] | None = None, *,
                  root: Path | None = None, ranges: bool = True,
-                 rate: float | None = None) -> None:
+                 rate: float | None = None, validators: Validators = "both") -> None:
         self.ranges = ranges
         self.rate = rate
         self.root = root
-        self._state = _State(files=dict(files or {}))
+        self.validators = validators
+        self._state = _State()
+        for name, data in (files or {}).items():
+            self._put(name, data, None)
         self._httpd: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -131,11 +147,28 @@ class LocalServer:
         return f"{self.base_url}/{quote(name)}"
 
     # -- content and faults -------------------------------------------------------------------
-    def add(self, name: str, data: bytes | Path) -> str:
-        """Serve `data` (bytes, or a file read lazily) as `/name`; returns its URL."""
+    def add(self, name: str, data: bytes | Path, *, mtime: float | None = None) -> str:
+        """Serve `data` (bytes, or a file read lazily) as `/name`; returns its URL. Adding
+        again under the same name is the file changing on the server: new ETag, and
+        Last-Modified `mtime` (default now, but always later than the previous version)."""
         with self._state.lock:
-            self._state.files[name] = data
+            self._put(name, data, mtime)
         return self.url(name)
+
+    def _put(self, name: str, data: bytes | Path, mtime: float | None) -> None:
+        """Store a file version (caller holds the lock)."""
+        old = self._state.versions.get(name)
+        when = time.time() if mtime is None else mtime
+        if mtime is None and old is not None and when < old[1] + 1:
+            when = old[1] + 1  # HTTP dates have 1 s resolution: keep versions apart
+        if isinstance(data, bytes):
+            etag = f'"{hashlib.sha1(data).hexdigest()[:20]}"'  # noqa: S324 - an ETag, no secret
+        else:
+            st = data.stat()
+            etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
+            when = st.st_mtime if mtime is None else when
+        self._state.files[name] = data
+        self._state.versions[name] = (etag, when)
 
     def add_fault(self, name: str, fault: Fault) -> None:
         with self._state.lock:
@@ -189,8 +222,26 @@ class LocalServer:
                     continue
                 if fault.times is not None:
                     fault.times -= 1
+                if fault.kind == "change":
+                    self._put(name, fault.data, None)
                 return fault
         return None
+
+    def _validators(self, name: str, entry: bytes | Path) -> tuple[str | None, str | None]:
+        """(ETag, Last-Modified) of the current version, as configured to be sent."""
+        with self._state.lock:
+            version = self._state.versions.get(name)
+        etag: str | None
+        if version is not None:
+            etag, when = version
+        elif isinstance(entry, Path):  # a file found under `root`
+            st = entry.stat()
+            etag, when = f'"{st.st_size:x}-{st.st_mtime_ns:x}"', st.st_mtime
+        else:
+            etag, when = None, time.time()
+        modified = email.utils.formatdate(when, usegmt=True)
+        return (etag if self.validators in ("both", "etag") else None,
+                modified if self.validators in ("both", "last-modified") else None)
 
     def _record(self, served: Served) -> None:
         with self._state.lock:
@@ -264,8 +315,20 @@ def _make_handler(server: LocalServer) -> type[http.server.BaseHTTPRequestHandle
             if entry is None:
                 self._plain(404, b"not found\n")
                 return
+            fault = None
+            if not head:
+                size = _size_of(entry)
+                asked = _parse_range(self.headers.get("Range"), size) if server.ranges else None
+                fault = server._take_fault(name, asked[0] if isinstance(asked, tuple) else 0)
+                if fault is not None and fault.kind == "change":
+                    entry = server._lookup(name) or entry
             size = _size_of(entry)
+            etag, modified = server._validators(name, entry)
             rng = _parse_range(self.headers.get("Range"), size) if server.ranges else None
+            if_range = self.headers.get("If-Range")
+            if isinstance(rng, tuple) and if_range is not None and if_range not in (
+                    etag, modified):
+                rng = None  # the file is not the version the client has pieces of
             if rng == "bad":
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{size}")
@@ -273,11 +336,12 @@ def _make_handler(server: LocalServer) -> type[http.server.BaseHTTPRequestHandle
                 self.end_headers()
                 return
             start, end = rng if isinstance(rng, tuple) else (0, size)
-            fault = None if head else server._take_fault(name, start)
             if fault is not None and fault.kind == "delay":
                 time.sleep(fault.delay)
             if fault is not None and fault.kind == "status":
-                self._plain(fault.status, b"injected failure\n")
+                extra = ({"Retry-After": str(fault.retry_after)}
+                         if fault.retry_after is not None else {})
+                self._plain(fault.status, b"injected failure\n", extra)
                 server._record(Served(name, start, end, fault.status, 0, rng is not None))
                 return
             status = 206 if isinstance(rng, tuple) else 200
@@ -288,6 +352,10 @@ def _make_handler(server: LocalServer) -> type[http.server.BaseHTTPRequestHandle
                 self.send_header("Accept-Ranges", "bytes")
             if status == 206:
                 self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+            if etag:
+                self.send_header("ETag", etag)
+            if modified:
+                self.send_header("Last-Modified", modified)
             self.end_headers()
             if head:
                 return
@@ -299,6 +367,8 @@ def _make_handler(server: LocalServer) -> type[http.server.BaseHTTPRequestHandle
             if fault is not None and fault.kind == "drop":
                 limit = min(limit, fault.after)
             chunk = _SEND_CHUNK
+            if fault is not None and fault.kind == "drip":
+                return self._drip(entry, start, end, fault)
             if server.rate:
                 chunk = max(1024, min(chunk, int(server.rate / 20)))
             sent = 0
@@ -328,8 +398,25 @@ def _make_handler(server: LocalServer) -> type[http.server.BaseHTTPRequestHandle
                     pass
             return sent
 
-        def _plain(self, status: int, body: bytes) -> None:
+        def _drip(self, entry: bytes | Path, start: int, end: int, fault: Fault) -> int:
+            sent = 0
+            try:
+                while sent < end - start:
+                    n = min(end - start - sent, fault.after - sent) if sent < fault.after else 1
+                    self.wfile.write(_read(entry, start + sent, n))
+                    self.wfile.flush()
+                    sent += n
+                    if sent >= fault.after:
+                        time.sleep(fault.delay)
+            except OSError:
+                self.close_connection = True
+            return sent
+
+        def _plain(self, status: int, body: bytes,
+                   extra: dict[str, str] | None = None) -> None:
             self.send_response(status)
+            for key, value in (extra or {}).items():
+                self.send_header(key, value)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -17,7 +17,16 @@ from pydantic import BaseModel, Field
 from romkit.catalog import Build, Catalog, Resource
 from romkit.errors import CatalogError, UsageError
 from romkit.fetch import archive, download
-from romkit.fetch.download import Candidate, DownloadOptions, DownloadTarget, MirrorAttempt
+from romkit.fetch.download import (
+    DEFAULT_LOW_SPEED_LIMIT,
+    DEFAULT_LOW_SPEED_TIME,
+    DEFAULT_MAX_SIZE,
+    Candidate,
+    DownloadInterrupted,
+    DownloadOptions,
+    DownloadTarget,
+    MirrorAttempt,
+)
 from romkit.fsutil import atomic_copy
 from romkit.progress import ProgressCallback, Reporter
 from romkit.workspace import record_current_firmware
@@ -35,7 +44,20 @@ class FetchRequest(BaseModel):
     keep_bad: bool = False
     dry_run: bool = False
     catalog_url: str | None = None
+    max_size: int = Field(default=DEFAULT_MAX_SIZE, ge=1)
+    low_speed_limit: int = Field(default=DEFAULT_LOW_SPEED_LIMIT, ge=0)
+    low_speed_time: float = Field(default=DEFAULT_LOW_SPEED_TIME, gt=0)
+    accept_new_hash: bool = False
     debug: bool = False
+
+
+class FetchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `fetch`, with one sentence on what is left on disk (the CLI adds the
+    command that resumes). A KeyboardInterrupt still, for callers that do not care."""
+
+    def __init__(self, left: str) -> None:
+        super().__init__(left)
+        self.left = left
 
 
 class FetchResult(BaseModel):
@@ -112,8 +134,35 @@ def _resolve(request: FetchRequest, rep: Reporter) -> Build | Resource | None:
 
 
 def fetch(request: FetchRequest, on_progress: ProgressCallback | None = None) -> FetchResult:
-    """Resolve, download (or import), verify, unpack and record one build."""
+    """Resolve, download (or import), verify, unpack and record one build.
+
+    Ctrl-C becomes FetchInterrupted saying what was left: the .part file and how much of it
+    is done, or that unpacking stopped with the verified archive in the cache and DEST
+    untouched.
+    """
+    stage = {"now": "starting"}
+    try:
+        return _fetch(request, on_progress, stage)
+    except DownloadInterrupted as exc:
+        total = f" of {exc.total}" if exc.total is not None else ""
+        how = ("the next run resumes from there" if exc.resumable else
+               "this mirror cannot resume, the next run starts again from byte 0")
+        raise FetchInterrupted(
+            f"download of {exc.file_name} stopped with {exc.done}{total} bytes on disk, kept "
+            f"in {exc.part} ({how})") from exc
+    except KeyboardInterrupt as exc:
+        if stage["now"] == "unpacking":
+            raise FetchInterrupted(
+                f"unpacking stopped; the verified archive stays in the cache "
+                f"({stage.get('archive')}) and {stage.get('dest')} was not changed") from exc
+        raise FetchInterrupted(f"stopped while {stage['now']}; nothing was half-written"
+                               ) from exc
+
+
+def _fetch(request: FetchRequest, on_progress: ProgressCallback | None,
+           stage: dict[str, str]) -> FetchResult:
     rep = Reporter(on_progress)
+    stage["now"] = "loading the catalog"
     entry = _resolve(request, rep)
     entry_id = entry.id if entry is not None else download.check_file_name(request.name)
     kind: Literal["build", "resource", "adhoc"] = (
@@ -140,10 +189,18 @@ def fetch(request: FetchRequest, on_progress: ProgressCallback | None = None) ->
     if request.from_path is not None:
         if unpack:
             archive.detect_format(request.from_path)  # refuse a RAR before recording its hash
-        got = download.import_file(request.from_path, target, on_progress=on_progress)
+        stage["now"] = f"verifying {request.from_path}"
+        got = download.import_file(request.from_path, target,
+                                   accept_new_hash=request.accept_new_hash,
+                                   on_progress=on_progress)
     else:
         opts = DownloadOptions(connections=request.connections, force=request.force,
-                               keep_bad=request.keep_bad, debug=request.debug)
+                               keep_bad=request.keep_bad, debug=request.debug,
+                               max_size=request.max_size,
+                               low_speed_limit=request.low_speed_limit,
+                               low_speed_time=request.low_speed_time,
+                               accept_new_hash=request.accept_new_hash)
+        stage["now"] = "downloading"
         got = download.download(target, candidates, options=opts, on_progress=on_progress)
     result = base.model_copy(update={
         "archive_path": got.path, "sha256": got.sha256, "size": got.size,
@@ -151,6 +208,7 @@ def fetch(request: FetchRequest, on_progress: ProgressCallback | None = None) ->
         "mirrors": got.attempts, "hash_note": got.hash_note})
     if not unpack:
         return result
+    stage.update(now="unpacking", archive=str(got.path), dest=str(dest))
     unpacked = archive.extract(got.path, dest, force=request.force, on_progress=on_progress)
     record_current_firmware(unpacked.firmware_folder, entry_id)
     return result.model_copy(update={
@@ -166,13 +224,10 @@ def _dry_run(request: FetchRequest, target: DownloadTarget, candidates: list[Can
                              hint="pass the archive or unpacked folder you have")
         return base.model_copy(update={"archive_path": request.from_path.absolute(),
                                        "would_download": 0})
-    plan = download.plan(target, candidates)
-    would = None if request.force else plan.to_download
-    if request.force:
-        would = target.size
+    plan = download.plan(target, candidates, force=request.force)
     return base.model_copy(update={"archive_path": plan.cache_path, "cached": plan.cached,
-                                   "would_download": would,
-                                   "partial_bytes": 0 if request.force else plan.partial_bytes})
+                                   "would_download": plan.to_download,
+                                   "partial_bytes": plan.partial_bytes})
 
 
 def download_resource(resource: Resource | Build, dest_dir: Path | None = None,

@@ -26,6 +26,7 @@ from romkit import __version__
 from romkit.bytesum import byte_sum
 from romkit.bytesum import byte_sum16 as byte_sum16  # the checksum.ini value of a buffer
 from romkit.errors import FirmwareFormatError
+from romkit.firmware.ini import tokenize as ini_tokenize
 from romkit.fsutil import atomic_copy, atomic_write_text
 from romkit.progress import ProgressCallback, Reporter
 
@@ -36,8 +37,6 @@ SUM_CHUNK = 4 * 1024 * 1024  # fits L2/L3 well; larger chunks measured slower
 MAX_INI_BYTES = 1024 * 1024
 CHECKSUM_NAMES = ("Checksum.ini", "checksum.ini", "Checksum.INI", "CHECKSUM.INI")
 _HINT = "regenerate it with `romkit checksum --write`, or delete it (SP Flash Tool then skips)"
-_SECTION_RE = re.compile(r"^\[([^\]]+)\]$")
-_KEY_RE = re.compile(r"^([^=]+?)\s*=\s*(.*?)$")
 
 Status = Literal["ok", "mismatch", "missing-key", "no-image", "no-ini"]
 
@@ -120,39 +119,45 @@ def _parse_value(text: str, flavour: str, source: str, line: int) -> int:
 
 
 def parse_checksum_ini_text(text: str, filename: str = "") -> ChecksumIni:
-    """Parse checksum.ini text; junk lines are errors naming the file and line."""
+    """Parse checksum.ini text; junk lines are errors naming the file and line.
+
+    Reads through the one tokenizer (romkit/firmware/ini.py) that `prepare` and
+    `checksum --write` also use, so all three agree on BOMs, comments and spelling.
+    """
     if len(text) > MAX_INI_BYTES:
         raise _bad(filename, None, "far too large for a checksum.ini")
     if "\x00" in text:
         raise _bad(filename, None, "contains NUL bytes: not a text file")
-    sections: dict[str, list[tuple[str, str, int]]] = {}
-    current: list[tuple[str, str, int]] | None = None
-    for n, raw in enumerate(text.lstrip("\ufeff").splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith((";", "#")):
-            continue
-        if m := _SECTION_RE.match(line):
-            current = sections.setdefault(m.group(1).strip().lower(), [])
-            continue
-        m = _KEY_RE.match(line)
-        if m is None or not m.group(1).strip():
-            raise _bad(filename, n, f"expected 'KEY = VALUE' or '[SECTION]', got {line[:60]!r}")
-        if current is None:
-            raise _bad(filename, n, f"{m.group(1)!r} appears before any [SECTION]")
-        current.append((m.group(1).strip(), m.group(2), n))
+    doc = ini_tokenize(text)
+    for line in doc.lines:
+        if line.kind == "junk":
+            raise _bad(filename, line.number, "expected 'KEY = VALUE' or '[SECTION]', got "
+                                              f"{line.text.strip()[:60]!r}")
+        if line.kind == "key" and line.section is None:
+            raise _bad(filename, line.number, f"{line.key!r} appears before any [SECTION]")
+    sections = doc.sections()
     if "checksum" not in sections:
         raise _bad(filename, None, "no [CheckSum] section")
     flavour: Literal["v3", "v5"] = "v5" if "version" in sections else "v3"
     ini = ChecksumIni(path=filename, flavour=flavour,
-                      version={k: v for k, v, _ in sections.get("version", [])})
-    for key, value, n in sections.get("isenablechecksum", []):
-        if key.upper() == "CHECKSUM_SWITCH":
-            ini.switch = _parse_value(value, flavour, filename, n)
-    for key, value, n in sections["checksum"]:
+                      version={ln.key or "": ln.value or "" for ln in doc.items("version")})
+    for ln in doc.items("isenablechecksum"):
+        if (ln.key or "").upper() == "CHECKSUM_SWITCH":
+            ini.switch = _parse_value(ln.value or "", flavour, filename, ln.number)
+    for ln in doc.items("checksum"):
+        key = ln.key or ""
         if key in ini.values:
-            raise _bad(filename, n, f"duplicate key {key!r}")
-        ini.values[key] = _parse_value(value, flavour, filename, n)
+            raise _bad(filename, ln.number, f"duplicate key {key!r}")
+        ini.values[key] = _parse_value(ln.value or "", flavour, filename, ln.number)
     return ini
+
+
+def decode_ini_bytes(data: bytes) -> str:
+    """checksum.ini bytes as text: UTF-8 (BOM kept, the tokenizer handles it), else Latin-1."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
 
 
 def read_checksum_ini(path: Path | str) -> ChecksumIni:
@@ -164,11 +169,7 @@ def read_checksum_ini(path: Path | str) -> ChecksumIni:
     except OSError as exc:
         raise FirmwareFormatError(f"cannot read {p}: {exc.strerror or exc}",
                                   hint="check the file's permissions") from exc
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
-    return parse_checksum_ini_text(text, str(p))
+    return parse_checksum_ini_text(decode_ini_bytes(data), str(p))
 
 
 def find_checksum_ini(folder: Path) -> Path | None:
@@ -237,7 +238,11 @@ def verify_checksums(firmware_or_folder: Firmware | Path | str, *,
     for part in fw.layout.download_partitions:
         path = fw.images.get(part.name)
         if path is None:
-            results.append(ChecksumResult(partition=part.name, path=None, status="no-image"))
+            # Not in this folder: the key (if any) is shown and kept, never reported stale.
+            hit = ini.lookup(part.name) if ini is not None else None
+            results.append(ChecksumResult(partition=part.name, path=None,
+                                          key=hit[0] if hit else None,
+                                          expected=hit[1] if hit else None, status="no-image"))
             continue
         value = actual.get(part.name)
         if value is None:
@@ -272,17 +277,58 @@ def render_checksum_ini(values: Mapping[str, int], *, switch: int = 1,
 def generate_checksum_ini(firmware_or_folder: Firmware | Path | str, *,
                           change_id: int | None = None, comment: str | None = None,
                           on_progress: ProgressCallback | None = None) -> str:
-    """Fresh checksum.ini text for every downloadable partition that has an image.
+    """checksum.ini text for every downloadable partition that has an image.
 
-    An existing file's switch is kept (someone may have turned the check off on purpose).
+    With an existing, readable file this is that file edited in place (see
+    `update_checksum_text`): comments, key order and the keys of images that are not in
+    this folder stay; without one it is a fresh file in CheckSum_Gen's v5 shape.
     """
     fw = _firmware(firmware_or_folder)
     images = {p.name: fw.images[p.name] for p in fw.layout.download_partitions
               if p.name in fw.images}
     sums = compute_checksums(images, on_progress=on_progress)
-    old = _existing(fw)
-    switch = 1 if old is None or old.switch is None else old.switch
-    return render_checksum_ini(sums, switch=switch, change_id=change_id, comment=comment)
+    old_text = _existing_text(fw)
+    if old_text is not None:
+        return update_checksum_text(old_text, sums)
+    return render_checksum_ini(sums, change_id=change_id, comment=comment)
+
+
+def update_checksum_text(text: str, sums: Mapping[str, int]) -> str:
+    """`text` with the [CheckSum] values of `sums` set, every other line kept as written.
+
+    Keys are matched case-insensitively (SP Flash Tool compares partition names that way);
+    a value already equal to the sum keeps its spelling; missing keys are appended to the
+    section. Keys whose image is not in the folder are left alone: the partition is still
+    downloadable and SP Flash Tool fails with 8416 once that image is added without them.
+    """
+    doc = ini_tokenize(text)
+    present = {(ln.key or "").lower(): ln for ln in doc.items("checksum")}
+    for name, value in sums.items():
+        line = present.get(name.lower())
+        spelled = f"0x{value & 0xFFFF:04X}"
+        if line is None:
+            doc.append_value("checksum", name, spelled)
+            continue
+        try:
+            same = _parse_value(line.value or "", "v5", "", line.number) == value & 0xFFFF
+        except FirmwareFormatError:
+            same = False
+        if not same:
+            doc.set_value("checksum", line.key or name, spelled)
+    return doc.render()
+
+
+def _existing_text(fw: Firmware) -> str | None:
+    """The current checksum.ini text when it parses (a junk file is replaced whole)."""
+    if fw.checksum_path is None:
+        return None
+    try:
+        data = fw.checksum_path.read_bytes()
+        text = decode_ini_bytes(data)
+        parse_checksum_ini_text(text, str(fw.checksum_path))
+    except (OSError, FirmwareFormatError):
+        return None
+    return text
 
 
 def _existing(fw: Firmware) -> ChecksumIni | None:
@@ -305,6 +351,9 @@ class ChecksumWrite(BaseModel):
     dry_run: bool
     diff: str
     values: dict[str, int]
+    # keys kept although their image is not in this folder (the partition is still
+    # downloadable; SP Flash Tool needs the key once the image is added)
+    kept_absent: list[str] = Field(default_factory=list)
 
 
 def _backup_name(path: Path) -> Path:
@@ -334,13 +383,16 @@ def write_checksum_ini(firmware_or_folder: Firmware | Path | str, *, dry_run: bo
             raise FirmwareFormatError(f"cannot read {fw.checksum_path}: {exc.strerror or exc}",
                                       hint="check the file's permissions") from exc
         old = _existing(fw)
-        unchanged = old is not None and old.values == new.values and old.switch == new.switch
+        unchanged = old_text == new_text or (
+            old is not None and old.values == new.values and old.switch == new.switch)
     diff = "".join(difflib.unified_diff(
         old_text.splitlines(keepends=True), new_text.splitlines(keepends=True),
         fromfile=f"{target.name} (current)" if old_text else "/dev/null",
         tofile=f"{target.name} (new)"))
+    imaged = {name.lower() for name in fw.images}
+    kept = [k for k in new.values if k.lower() not in imaged]
     result = ChecksumWrite(path=target, written=False, unchanged=unchanged, dry_run=dry_run,
-                           diff=diff, values=new.values)
+                           diff=diff, values=new.values, kept_absent=kept)
     if dry_run or unchanged:
         return result
     if fw.checksum_path is not None:

@@ -105,6 +105,11 @@ class DaFile:
     def synthetic(self) -> bool:
         return "ROMKIT_SYNTHETIC" in self.id_string
 
+    @property
+    def is_xml(self) -> bool:
+        """A V6 (XML protocol) DA: same container, a protocol romkit does not speak."""
+        return self.id_string.startswith(DA_XML_PREFIX)
+
     def select(self, hw_code: int, hw_ver: int = 0, sw_ver: int = 0) -> DaEntry:
         """The entry for this chip: same hw code, then the first whose hw/sw versions do not
         exceed the device's (a device value of 0 accepts any)."""
@@ -135,6 +140,7 @@ class DaFile:
     def to_dict(self) -> dict[str, Any]:
         return {"id_string": self.id_string, "header_version": self.header_version,
                 "entry_size": self.entry_size, "file_size": len(self.data),
+                "protocol": "v6-xml" if self.is_xml else "legacy",
                 "synthetic": self.synthetic, "entries": [e.to_dict() for e in self.entries]}
 
 
@@ -206,8 +212,13 @@ def _entry_size(data: bytes, count: int) -> tuple[int, tuple[DaEntry, ...]]:
                "starting with 0xDADA")
 
 
-def parse_da(data: bytes) -> DaFile:
-    """Parse an `MTK_AllInOne_DA.bin` (legacy layout)."""
+def parse_da(data: bytes, *, any_protocol: bool = False) -> DaFile:
+    """Parse an `MTK_AllInOne_DA.bin` (legacy layout).
+
+    V6 (XML) DAs use the same container (header, 0xDADA entry table, regions) but a
+    protocol the flash engine does not speak: refused unless `any_protocol` (inspect and
+    verify only look at them; tests/fixtures/real/da/DA_BR.bin is one).
+    """
     data = bytes(data)
     if not data.startswith(DA_MAGIC):
         raise _bad("not an MTK Download Agent file: no MTK_DOWNLOAD_AGENT header")
@@ -216,7 +227,7 @@ def parse_da(data: bytes) -> DaFile:
                    f"{DA_ENTRIES_OFFSET}", hint="the DA file is truncated; get it again")
     raw_id = data[DA_ID_OFFSET:DA_ID_OFFSET + DA_ID_SIZE].split(b"\x00", 1)[0]
     id_string = raw_id.decode("ascii", "backslashreplace")
-    if id_string.startswith(DA_XML_PREFIX):
+    if id_string.startswith(DA_XML_PREFIX) and not any_protocol:
         raise _bad(f"{id_string} is an XML (V6) Download Agent, which MT6589 does not use",
                    hint="use a legacy MTK_AllInOne_DA.bin (SP Flash Tool v3/v5) for MT6589")
     header_version, magic, count = struct.unpack_from("<III", data, DA_HEADER_VERSION_OFFSET)
@@ -229,6 +240,6 @@ def parse_da(data: bytes) -> DaFile:
                   entries=entries, data=data)
 
 
-def load_da(path: Path | str) -> DaFile:
-    """Parse a DA file from disk."""
-    return parse_da(read_limited(path, MAX_DA_FILE))
+def load_da(path: Path | str, *, any_protocol: bool = False) -> DaFile:
+    """Parse a DA file from disk (`any_protocol`: see `parse_da`)."""
+    return parse_da(read_limited(path, MAX_DA_FILE), any_protocol=any_protocol)

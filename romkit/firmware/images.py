@@ -188,7 +188,7 @@ def map_images(folder: Path, layout: Layout, *, exclude: set[str] | None = None
         elif not part.is_download:
             out.append(ImageBinding(partition=part, path=None, rule="not-downloaded",
                                     reason="never downloaded (__NODL_ / is_download: false)"))
-        elif layout.format == "v1":
+        elif layout.format != "old":
             out.append(_by_file_name(part, folder, files))
         else:
             out.append(_by_prefix(part, files))

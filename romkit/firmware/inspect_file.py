@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from romkit.errors import DiskError, FirmwareFormatError, UsageError
+from romkit.firmware import chips
 from romkit.firmware import da as da_mod
 from romkit.firmware import preloader as pl
 from romkit.firmware.preloader import read_limited
@@ -31,14 +32,15 @@ def _sniff(path: Path) -> str:
     except OSError as exc:
         raise DiskError(f"cannot read {path}: {exc.strerror or exc}",
                         hint="check the path and its permissions") from exc
-    if head.startswith(pl.EMMC_BOOT_MAGIC) or head.startswith(pl.GFH_MAGIC):
-        return "preloader"
+    if head.startswith((pl.EMMC_BOOT_MAGIC, pl.GFH_MAGIC, pl.BLOADER_MAGIC)):
+        return "preloader"  # a bare MTK_BLOADER_INFO block is read as a preloader's table
     if head.startswith(da_mod.DA_MAGIC):
         return "da"
     raise FirmwareFormatError(
-        f"{path.name} is neither a preloader nor a Download Agent file",
-        hint="pass a preloader_*.bin, a BOOT1 dump or MTK_AllInOne_DA.bin (or a firmware "
-             "folder to `romkit inspect`)", details={"path": str(path)})
+        f"{path.name} is neither a preloader, an EMI table nor a Download Agent file",
+        hint="pass a preloader_*.bin, a BOOT1 dump, an extracted MTK_BLOADER_INFO table or "
+             "MTK_AllInOne_DA.bin (or a firmware folder to `romkit inspect`)",
+        details={"path": str(path)})
 
 
 def parse_cid(text: str) -> bytes:
@@ -84,16 +86,21 @@ def inspect_file(path: Path, *, expect: str | None = None,
         data = read_limited(path, pl.MAX_PRELOADER_FILE)
         info = pl.parse_preloader(data)
         result = {**_file_facts(path, data, kind), **info.to_dict()}
+        owners = chips.by_emi_version(info.emi_version) if info.emi_version is not None else []
+        result["chips"] = [c.name for c in owners]
         if cid is not None:
             result["cid_check"] = _cid_check(info, cid)
         return result
     data = read_limited(path, da_mod.MAX_DA_FILE)
-    da = da_mod.parse_da(data)
+    da = da_mod.parse_da(data, any_protocol=True)
     result = {**_file_facts(path, data, kind), **da.to_dict()}
     try:
         result["mt6589_entry"] = da.select(MT6589_HW_CODE, MT6589_HW_VER).index
     except FirmwareFormatError:
         result["mt6589_entry"] = None
+    for entry in result["entries"]:
+        chip = chips.by_da_code(entry["hw_code"])
+        entry["chip"] = chip.name if chip is not None else None
     return result
 
 
@@ -149,12 +156,19 @@ def _render_cid_check(check: dict[str, Any], who: str = "") -> str:
 
 
 def _render_preloader(info: dict[str, Any]) -> list[str]:
-    form = "BOOT1 image (EMMC_BOOT/BRLYT + GFH)" if info["form"] == "boot1" else "raw GFH image"
     tag = "  [ROMKIT SYNTHETIC test artifact]" if info["synthetic"] else ""
-    lines = [f"{info['name']}: MediaTek preloader, {form}, {_size(info['size'])}{tag}",
-             f"  load address   0x{info['load_addr']:08X}   jump offset 0x{info['jump_offset']:X}",
-             f"  file length    0x{info['file_len']:X} bytes (signature 0x{info['sig_len']:X})",
-             "  GFH blocks     " + (", ".join(b["name"] for b in info["gfh_blocks"]) or "-")]
+    if info["form"] == "emi":
+        lines = [f"{info['name']}: MediaTek EMI table (a bare MTK_BLOADER_INFO block, as "
+                 f"extracted from a preloader), {_size(info['size'])}{tag}"]
+    else:
+        form = ("BOOT1 image (EMMC_BOOT/BRLYT + GFH)" if info["form"] == "boot1"
+                else "raw GFH image")
+        lines = [f"{info['name']}: MediaTek preloader, {form}, {_size(info['size'])}{tag}",
+                 f"  load address   0x{info['load_addr']:08X}   jump offset "
+                 f"0x{info['jump_offset']:X}",
+                 f"  file length    0x{info['file_len']:X} bytes (signature "
+                 f"0x{info['sig_len']:X})",
+                 "  GFH blocks     " + (", ".join(b["name"] for b in info["gfh_blocks"]) or "-")]
     if info["emi_version"] is None:
         lines.append("  EMI table      none found (supported memory parts unknown)")
         return lines
@@ -162,6 +176,8 @@ def _render_preloader(info: dict[str, Any]) -> list[str]:
     lines.append(f"  EMI table      MTK_BLOADER_INFO_v{info['emi_version']:02d}, project "
                  f"{info['project'] or '-'}, "
                  f"{'?' if count is None else count} entr{'y' if count == 1 else 'ies'}")
+    if info.get("chips"):
+        lines.append(f"  chip           {'/'.join(info['chips'])} (by EMI table version)")
     if info["emi_note"]:
         lines.append(f"  note           {info['emi_note']}")
     rows = [[str(e["index"]), e["type_name"], str(e["id_length"]), _spaced_hex(e["id"]),
@@ -177,15 +193,19 @@ def _render_preloader(info: dict[str, Any]) -> list[str]:
 def _render_da(info: dict[str, Any]) -> list[str]:
     tag = "  [ROMKIT SYNTHETIC test artifact]" if info["synthetic"] else ""
     n = len(info["entries"])
+    if info.get("protocol") == "v6-xml":
+        tag += ("\n  V6 (XML) protocol: shown here, but romkit's engine speaks only the legacy "
+                "DA protocol")
     lines = [f"{info['name']}: MediaTek Download Agent \"{info['id_string']}\", {n} "
              f"entr{'y' if n == 1 else 'ies'} of 0x{info['entry_size']:X} bytes, "
              f"{_size(info['size'])}{tag}"]
     pick = info.get("mt6589_entry")
-    rows = [[str(e["index"]), f"0x{e['hw_code']:04X}", f"0x{e['hw_sub_code']:04X}",
-             f"0x{e['hw_version']:04X}", f"0x{e['sw_version']:04X}", str(len(e["regions"])),
+    rows = [[str(e["index"]), f"0x{e['hw_code']:04X}", e.get("chip") or "?",
+             f"0x{e['hw_sub_code']:04X}", f"0x{e['hw_version']:04X}",
+             f"0x{e['sw_version']:04X}", str(len(e["regions"])),
              "MT6589 uses this" if e["index"] == pick else ""] for e in info["entries"]]
-    lines += [""] + _table(rows, ["#", "hw code", "sub code", "hw ver", "sw ver", "regions",
-                                  "note"])
+    lines += [""] + _table(rows, ["#", "hw code", "chip", "sub code", "hw ver", "sw ver",
+                                  "regions", "note"])
     if pick is None:
         lines += ["", "  no entry for MT6589 (hw code 0x6583): this DA cannot flash an S820"]
         return lines

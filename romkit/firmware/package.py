@@ -16,16 +16,49 @@ from pydantic import BaseModel, Field, computed_field
 
 from romkit.errors import FirmwareFormatError, UsageError
 from romkit.firmware import checksum as ck
+from romkit.firmware import chips as chips_mod
 from romkit.firmware.images import ImageBinding, ImageInfo, map_images, read_image_info
-from romkit.firmware.scatter import Layout, find_scatter, parse_scatter
+from romkit.firmware.scatter import Layout, Partition, find_scatter, parse_scatter
 from romkit.progress import ProgressCallback
 
 Severity = Literal["error", "warning", "info"]
 GFH_FILE_INFO_MAGIC = b"MMM\x01\x38\x00"
 MAX_PRELOADER_BYTES = 64 * 1024 * 1024
 SEARCH_DEPTH = 3  # how deep below a given folder we look for the one holding the scatter
-# EMI table version each platform's preloader carries (docs/PROTOCOL.md: MT6589 → v10).
-PLATFORM_EMI_VERSION = {"MT6589": 10}
+# EMI table version each platform's preloader carries, from the chip table (chips.json;
+# docs/PROTOCOL.md: MT6589 → v10). Only chips with one known version are listed.
+PLATFORM_EMI_VERSION: dict[str, int] = {
+    name.upper(): chip.emi_versions[0]
+    for chip in chips_mod.chips() if len(chip.emi_versions) == 1 for name in chip.names}
+DA_FILE_NAMES = ("MTK_AllInOne_DA.bin", "DA_PL.bin", "DA_SWSEC.bin", "MTK_DA_V5.bin")
+
+
+class NameMap(dict[str, Path]):
+    """Images by partition name; lookups fall back to any capitalisation, because SP Flash
+    Tool compares partition names case-insensitively (MT67xx scatters say `preloader`)."""
+
+    def _fold(self, key: object) -> str | None:
+        if isinstance(key, str):
+            low = key.lower()
+            return next((k for k in self.keys() if k.lower() == low), None)
+        return None
+
+    def __getitem__(self, key: str) -> Path:
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        folded = self._fold(key)
+        if folded is None:
+            raise KeyError(key)
+        return dict.__getitem__(self, folded)
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or self._fold(key) is not None
+
+    def get(self, key: str, default: Path | None = None) -> Path | None:  # type: ignore[override]
+        try:
+            return self[key]
+        except KeyError:
+            return default
 
 
 class Finding(BaseModel):
@@ -136,26 +169,29 @@ class Firmware:
         self.bindings = bindings
         self.checksum_path = checksum_path
         self.flash_tool_dir = flash_tool_dir
-        self.images: dict[str, Path] = {b.partition.name: b.path for b in bindings
-                                        if b.path is not None}
+        self.images: NameMap = NameMap({b.partition.name: b.path for b in bindings
+                                        if b.path is not None})
         self._info: dict[str, ImageInfo] = {}
 
     @classmethod
-    def load(cls, folder: Path | str, *, scatter: Path | str | None = None) -> Firmware:
-        """Load a folder (or the one folder below it holding a scatter, or a scatter file)."""
+    def load(cls, folder: Path | str, *, scatter: Path | str | None = None,
+             storage: str | None = None) -> Firmware:
+        """Load a folder (or the one folder below it holding a scatter, or a scatter file);
+        `storage` picks the layout of a V2.x scatter (EMMC by default)."""
         if scatter is not None:
             scatter_path = Path(scatter)
             base = Path(folder)
         else:
             base, scatter_path = locate_firmware_folder(Path(folder))
-        layout = parse_scatter(scatter_path)
+        layout = parse_scatter(scatter_path, storage=storage)
         checksum_path = ck.find_checksum_ini(base)
         bindings = map_images(base, layout, exclude={scatter_path.name})
         return cls(base, scatter_path, layout, bindings, checksum_path, _flash_tool_dir(base))
 
     @property
     def preloader_path(self) -> Path | None:
-        return self.images.get("PRELOADER")
+        part = self.layout.get("PRELOADER")  # `preloader` in MT67xx scatters
+        return self.images.get(part.name) if part is not None else None
 
     def binding(self, name: str) -> ImageBinding | None:
         part = self.layout.get(name)
@@ -185,9 +221,14 @@ class Firmware:
             add(Finding(severity="warning", code="platform-unknown",
                         message="the scatter names no platform (file name nor header)",
                         hint="rename it like MT6589_Android_scatter_emmc.txt"))
+        for note in self.layout.skipped:
+            add(Finding(severity="warning", code="scatter-item-skipped",
+                        message=f"{self.scatter_path.name} {note}",
+                        hint="SP Flash Tool shows no row for it either; nothing to do"))
         _check_order(self.layout, add)
         self._check_images(add)
         self._check_preloader(add)
+        self._check_da(add)
         report.checksums = self._check_checksums(add, on_progress)
         return report
 
@@ -256,6 +297,9 @@ class Firmware:
             return
         from romkit.firmware.preloader import parse_preloader
 
+        part = self.layout.get("PRELOADER")
+        part_name = part.name if part is not None else "PRELOADER"
+
         try:
             info = parse_preloader(data)
         except FirmwareFormatError as exc:
@@ -263,12 +307,45 @@ class Firmware:
                         spft_code=exc.spft_code or 5066, message=f"{path.name}: {exc.message}",
                         hint=exc.hint))
             return
-        want = PLATFORM_EMI_VERSION.get(self.layout.platform or "")
-        if want is not None and info.emi_version is not None and info.emi_version != want:
-            add(Finding(severity="warning", code="preloader-platform", partition="PRELOADER",
-                        message=f"{path.name} carries EMI table v{info.emi_version}; "
-                                f"{self.layout.platform} preloaders carry v{want}",
-                        hint="the preloader seems to belong to another chip"))
+        mismatch = chips_mod.emi_mismatch(self.layout.platform, info.emi_version)
+        if mismatch is not None:
+            # No SP Flash Tool number: SPFT does not look at the EMI table before it talks to
+            # a phone; the phone then fails to boot.
+            add(Finding(severity="error", code="preloader-platform", partition=part_name,
+                        message=f"{path.name} is not a preloader for {self.layout.platform}: "
+                                f"{mismatch}",
+                        hint="flashing it would leave the phone unable to boot; use the "
+                             f"preloader made for this {self.layout.platform} phone"))
+
+    def _da_path(self) -> Path | None:
+        where = [self.folder] + ([self.flash_tool_dir] if self.flash_tool_dir else [])
+        for d in where:
+            for name in DA_FILE_NAMES:
+                if (d / name).is_file():
+                    return d / name
+        return None
+
+    def _check_da(self, add: AddFinding) -> None:
+        """The DA next to the firmware must have an entry for the scatter's chip."""
+        chip = chips_mod.by_name(self.layout.platform)
+        path = self._da_path()
+        if chip is None or path is None:
+            return
+        from romkit.firmware.da import load_da
+
+        try:
+            da = load_da(path, any_protocol=True)
+        except (FirmwareFormatError, OSError) as exc:
+            add(Finding(severity="info", code="da-unreadable", message=f"{path.name}: {exc}",
+                        hint="use the MTK_AllInOne_DA.bin of the flash tool"))
+            return
+        if not any(e.hw_code in chip.da_codes for e in da.entries):
+            codes = ", ".join(sorted({f"0x{e.hw_code:04X}" for e in da.entries}))
+            # 3087 S_DA_UNSUPPORTED_BBCHIP: what SP Flash Tool says with this DA.
+            add(Finding(severity="error", code="da-platform", spft_code=3087,
+                        message=f"{path.name} has no entry for {chip.name} (hw code "
+                                f"0x{chip.hw_code:04X}); it has {codes}",
+                        hint=f"use a Download Agent that supports {chip.name}"))
 
     def _check_checksums(self, add: AddFinding, on_progress: ProgressCallback | None
                          ) -> list[ck.ChecksumResult]:
@@ -318,31 +395,57 @@ class Firmware:
                             message=f"{r.partition} has an image but no checksum.ini entry "
                                     "(SP Flash Tool compares it against 0)"))
         known = {r.key.lower() for r in results if r.key}
+        names = {p.name.lower() for p in self.layout.all_partitions}
         for key in ini.values:
-            if key.lower() not in known:
+            low = key.lower()
+            if low in known:
+                continue
+            if low in names:
+                # The partition exists in this scatter; its image is just not in this folder.
+                # Normal (a partial package, or a partition flashed separately): the key
+                # stays, and SP Flash Tool needs it once the image is added.
+                add(Finding(severity="info", code="checksum-image-absent", partition=key,
+                            message=f"checksum.ini has an entry for {key}, whose image is not "
+                                    "in this folder",
+                            hint="nothing to do; the entry is kept for when the image is "
+                                 "added"))
+            else:
                 add(Finding(severity="warning", code="checksum-unknown-key",
                             message=f"checksum.ini has an entry {key!r} that matches no "
-                                    "downloadable image of this scatter",
+                                    "partition of this scatter",
                             hint="the file may belong to another build"))
         return results
 
 
 def _check_order(layout: Layout, add: AddFinding) -> None:
-    prev = None
+    """Order and overlap, per region, the way SP Flash Tool checks them.
+
+    In V1.1/V2.x files linear addresses restart in every region (the preloader at 0 of
+    EMMC_BOOT_1, pgpt at 0 of EMMC_USER), so only partitions of one region are compared.
+    Placeholders (markers, reserved 0xFFFFxxxx entries) and `boundary_check: false` entries
+    are not places on the storage and are never compared.
+    """
+    prev: dict[str, Partition] = {}
     for part in layout.real_partitions:
-        if prev is not None:
-            if part.linear_start < prev.linear_start:
-                add(Finding(severity="error", code="layout-unordered", partition=part.name,
-                            message=f"{part.name} (0x{part.linear_start:X}) starts before "
-                                    f"{prev.name} (0x{prev.linear_start:X})",
-                            hint="the scatter file is damaged or hand-edited"))
-            elif prev.end is not None and prev.end > part.linear_start:
-                add(Finding(severity="error", code="layout-overlap", partition=part.name,
-                            spft_code=5016,
-                            message=f"{prev.name} (ends 0x{prev.end:X}) overlaps {part.name} "
-                                    f"(starts 0x{part.linear_start:X})",
-                            hint="the scatter file is damaged or hand-edited"))
-        prev = part
+        if part.is_placeholder or not part.boundary_check:
+            continue
+        # Old-format files use one linear address space for BOOT1 and USER alike.
+        key = "linear" if layout.format == "old" else part.region.upper()
+        before = prev.get(key)
+        prev[key] = part
+        if before is None:
+            continue
+        if part.linear_start < before.linear_start:
+            add(Finding(severity="error", code="layout-unordered", partition=part.name,
+                        message=f"{part.name} (0x{part.linear_start:X}) starts before "
+                                f"{before.name} (0x{before.linear_start:X}) in {part.region}",
+                        hint="the scatter file is damaged or hand-edited"))
+        elif before.end is not None and before.end > part.linear_start:
+            add(Finding(severity="error", code="layout-overlap", partition=part.name,
+                        spft_code=5016,
+                        message=f"{before.name} (ends 0x{before.end:X}) overlaps {part.name} "
+                                f"(starts 0x{part.linear_start:X}) in {part.region}",
+                        hint="the scatter file is damaged or hand-edited"))
 
 
 # -- folder reports used by `romkit inspect` / `romkit verify` -------------------------------
@@ -372,11 +475,23 @@ class PartitionRow(BaseModel):
     checksum_actual: int | None = None
 
 
+class ChipFacts(BaseModel):
+    """The chip-table row of the scatter's platform, as `inspect` shows it."""
+
+    name: str
+    hw_code: int
+    emi_versions: list[int]
+    da_family: str
+
+
 class FolderInspection(BaseModel):
     folder: Path
     scatter: Path
     platform: str | None
     format: str
+    chip: ChipFacts | None = None
+    storage_type: str | None = None  # V2.x: the storage block shown
+    storages: dict[str, int] = Field(default_factory=dict)  # V2.x: partitions per block
     checksum_file: Path | None
     flash_tool_dir: Path | None
     preloader: Path | None
@@ -384,16 +499,16 @@ class FolderInspection(BaseModel):
     report: ValidationReport
 
 
-def verify_folder(folder: Path, *, on_progress: ProgressCallback | None = None
-                  ) -> ValidationReport:
+def verify_folder(folder: Path, *, on_progress: ProgressCallback | None = None,
+                  storage: str | None = None) -> ValidationReport:
     """Load a firmware folder and validate it (what `romkit verify` runs)."""
-    return Firmware.load(folder).validate(on_progress=on_progress)
+    return Firmware.load(folder, storage=storage).validate(on_progress=on_progress)
 
 
-def inspect_folder(folder: Path, *, on_progress: ProgressCallback | None = None
-                   ) -> FolderInspection:
+def inspect_folder(folder: Path, *, on_progress: ProgressCallback | None = None,
+                   storage: str | None = None) -> FolderInspection:
     """Partition table + images + checksums + findings of one folder (`romkit inspect`)."""
-    fw = Firmware.load(folder)
+    fw = Firmware.load(folder, storage=storage)
     report = fw.validate(on_progress=on_progress)
     sums = {r.partition: r for r in report.checksums}
     rows: list[PartitionRow] = []
@@ -418,7 +533,14 @@ def inspect_folder(folder: Path, *, on_progress: ProgressCallback | None = None
             row.checksum, row.checksum_expected, row.checksum_actual = (
                 r.status, r.expected, r.actual)
         rows.append(row)
+    chip = chips_mod.by_name(fw.layout.platform)
     return FolderInspection(folder=fw.folder, scatter=fw.scatter_path,
                             platform=fw.layout.platform, format=fw.layout.format,
+                            chip=None if chip is None else ChipFacts(
+                                name=chip.name, hw_code=chip.hw_code,
+                                emi_versions=chip.emi_versions, da_family=chip.da_family),
+                            storage_type=fw.layout.storage_type,
+                            storages={st.storage_type: len(st.partitions)
+                                      for st in fw.layout.storages},
                             checksum_file=fw.checksum_path, flash_tool_dir=fw.flash_tool_dir,
                             preloader=fw.preloader_path, partitions=rows, report=report)

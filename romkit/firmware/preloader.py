@@ -18,6 +18,7 @@ All multi-byte fields in these structures are little-endian.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,27 +61,115 @@ MTK_BIN_MAGIC = b"MTK_BIN\x00"
 EMI_COUNT_OFFSET_FROM_MTK_BIN = 0x08
 EMI_ARRAY_OFFSET_FROM_MTK_BIN = 0x0C
 BLOADER_TAIL_SKIP = 0x800  # a zero length trailer means: skip this much and read again
-EMI_ENTRY_SIZES = {10: 0xB8}  # versions whose entry size is known from the reference
 EMI_ID_FIELD_SIZE = 16
 EMI_MIN_ENTRY_SIZE = 0x20  # sub_version, type, id_length, fw_id_length, ID[16]
 _MAX_EMI_ENTRIES = 256
 
+
+@dataclass(frozen=True)
+class EmiLayout:
+    """Where the fields of one EMI_SETTINGS entry sit, for one MTK_BLOADER_INFO version.
+
+    Strides and offsets are our reading of real tables (tests/fixtures/real/emi, one per
+    version, from bkerler/mtkclient's preloader corpus), cross-checked against the struct
+    lengths of a public Qt EMI parser (structures.h: `emi_len[N]` = stride / 4) and
+    MediaTek's emi.h field order (sub_version, type, id_length, fw_id_length, ID[16],
+    fw_id[8], EMI_CONA …). docs/FORMATS.md §3 has the table.
+    """
+
+    strides: tuple[int, ...]
+    type_off: int
+    id_off: int
+    id_size: int
+    id_length_off: int
+    sub_version_off: int | None = None
+    fw_id_length_off: int | None = None
+    cona_off: int | None = None
+
+
+_STD = {"type_off": 0x04, "id_off": 0x10, "id_size": 16, "id_length_off": 0x08,
+        "sub_version_off": 0x00, "fw_id_length_off": 0x0C, "cona_off": 0x28}
+# v08 (MT6575/77): type, ID[12], … id_length at +0x6C. v11 (MT6572) and v14 (MT6571):
+# type, ID[16], id_length at +0x14. v49/v52 (MT6853/MT6833, UFS): type, id_length, ID[16].
+EMI_LAYOUTS: dict[int, EmiLayout] = {
+    0: EmiLayout((0x8C,), **_STD),
+    8: EmiLayout((0x88,), type_off=0, id_off=4, id_size=12, id_length_off=0x6C,
+                 cona_off=0x10),
+    10: EmiLayout((0xB8,), **_STD),
+    11: EmiLayout((0xA8,), type_off=0, id_off=4, id_size=16, id_length_off=0x14),
+    12: EmiLayout((0xBC,), **_STD),
+    13: EmiLayout((0xBC,), **_STD),
+    14: EmiLayout((0xA8,), type_off=0, id_off=4, id_size=16, id_length_off=0x14),
+    15: EmiLayout((0xB0,), **_STD),
+    16: EmiLayout((0xBC,), **_STD),
+    17: EmiLayout((0xB0,), **_STD),
+    20: EmiLayout((0xBC,), **_STD),
+    21: EmiLayout((0xBC,), **_STD),
+    22: EmiLayout((0xB0,), **_STD),
+    24: EmiLayout((0xA4,), **_STD),
+    25: EmiLayout((0xA0, 0x90), **_STD),
+    27: EmiLayout((0xBC,), **_STD),
+    28: EmiLayout((0x90,), **_STD),
+    **{v: EmiLayout((0xA0,), **_STD) for v in (30, 31, 35, 36, 38, 39, 40, 45, 46, 47)},
+    32: EmiLayout((0xBC,), **_STD),
+    49: EmiLayout((0x54,), type_off=0, id_off=8, id_size=16, id_length_off=4),
+    52: EmiLayout((0x54,), type_off=0, id_off=8, id_size=16, id_length_off=4),
+}
+EMI_ENTRY_SIZES = {v: lay.strides[0] for v, lay in EMI_LAYOUTS.items()}
+
+# Memory types: MediaTek emi.h (e.g. svoboda18/preloader platform/mt6763/src/drivers/inc/
+# emi.h: 0x0001 … 0x0006, 0x01xx NAND MCP, 0x02xx eMMC MCP); 0x0205/0x0206/0x0306/0x0308
+# as named by a public Qt EMI parser (preloader_parser.cpp get_dram_type).
 EMI_TYPE_LPDDR2 = 0x0002
 EMI_TYPE_MCP_LPDDR2 = 0x0202
 EMI_TYPE_MCP_LPDDR3 = 0x0203
 EMI_TYPE_NAMES = {
     0x0000: "none (end of table)",
+    0x0001: "discrete DDR1",
     EMI_TYPE_LPDDR2: "discrete LPDDR2",
+    0x0003: "discrete LPDDR3",
+    0x0004: "discrete PCDDR3",
+    0x0005: "discrete LPDDR4",
+    0x0006: "discrete LPDDR4X",
+    0x0101: "NAND+DDR1 MCP",
+    0x0102: "NAND+LPDDR2 MCP",
+    0x0103: "NAND+LPDDR3 MCP",
+    0x0104: "NAND+PCDDR3 MCP",
+    0x0201: "eMMC+DDR1 MCP",
     EMI_TYPE_MCP_LPDDR2: "eMMC+LPDDR2 MCP",
     EMI_TYPE_MCP_LPDDR3: "eMMC+LPDDR3 MCP",
+    0x0204: "eMMC+PCDDR3 MCP",
+    0x0205: "eMMC+LPDDR4 MCP",
+    0x0206: "eMMC+LPDDR4X MCP",
+    0x0306: "eUFS+LPDDR4X uMCP",
+    0x0308: "eUFS+LPDDR5 uMCP",
 }
 
+
+def is_discrete_type(etype: int) -> bool:
+    """Discrete DRAM (type 0x00xx): emi.c picks such entries by the DRAM's own mode
+    registers (vendor ID, density), never by the eMMC/NAND ID."""
+    return etype != 0 and (etype & 0x0F00) == 0
+
+
+def is_ufs_type(etype: int) -> bool:
+    """uMCP (eUFS + DRAM): the ID is the UFS product name in ASCII, not an eMMC CID."""
+    return (etype & 0x0F00) == 0x0300
+
+
+# eMMC CID manufacturer IDs (JEDEC; the same names a public Qt EMI parser prints).
 MANUFACTURERS = {
+    0x02: "SanDisk",
+    0x11: "Toshiba",
+    0x13: "Micron",
     0x15: "Samsung",
-    0x90: "Hynix",
     0x45: "SanDisk",
     0x70: "Kingston",
-    0x11: "Toshiba",
+    0x74: "Transcend",
+    0x88: "Foresee",
+    0x8F: "UNIC",
+    0x90: "Hynix",
+    0xF4: "Biwin",
     0xFE: "Micron",
 }
 
@@ -123,8 +212,27 @@ def manufacturer_name(mid: int) -> str:
 
 
 def product_name(cid_or_id: bytes) -> str:
-    """The ASCII product name (CID bytes 3..8), or hex when it is not printable."""
+    """The ASCII product name (CID bytes 3..8).
+
+    A name with an unprintable byte shows its printable characters and then the hex of all
+    six bytes ("H8G4u (483847347592)"), so neither the readable part nor the exact bytes
+    are lost; a name with nothing printable is hex only.
+    """
     name = cid_or_id[3:9].rstrip(b"\x00")
+    if name and all(0x20 <= b < 0x7F for b in name):
+        return name.decode("ascii")
+    printable = "".join(chr(b) for b in name if 0x20 <= b < 0x7F).strip()
+    return f"{printable} ({name.hex()})" if printable else name.hex()
+
+
+# NAND maker codes (JEDEC ID byte 0), for NAND MCP entries (types 0x01xx).
+NAND_MAKERS = {0x2C: "Micron", 0x98: "Toshiba", 0xAD: "Hynix", 0xC2: "Macronix",
+               0xC8: "GigaDevice", 0xEC: "Samsung"}
+
+
+def ufs_name(part_id: bytes) -> str:
+    """A UFS product ID as text ("H9HQ16AFAMMDAR"); hex when it is not printable ASCII."""
+    name = part_id.rstrip(b"\x00 ")
     if name and all(0x20 <= b < 0x7F for b in name):
         return name.decode("ascii")
     return name.hex()
@@ -173,25 +281,61 @@ class EmiEntry:
 
     @property
     def is_fallback(self) -> bool:
-        """An id_length-0 discrete LPDDR2 entry fits any part (docs/PROTOCOL.md step 4)."""
-        return self.id_length == 0 and self.type == EMI_TYPE_LPDDR2
+        """A discrete-DRAM entry (types 0x0001 … 0x0006) with id_length 0 fits any eMMC part.
+
+        That is what emi.c does with discrete DRAM: it never looks at the eMMC ID and picks
+        the entry by the DRAM's own vendor ID (docs/PROTOCOL.md step 4 states it for 0x0002,
+        the only discrete type of MT6589). An MCP entry (0x01xx/0x02xx/0x03xx) with
+        id_length 0 names no part and fits none. `--cid`, the listing and `compare` all use
+        this one rule (docs/FORMATS.md §3).
+        """
+        return self.id_length == 0 and self.is_discrete
+
+    @property
+    def is_discrete(self) -> bool:
+        return is_discrete_type(self.type)
+
+    @property
+    def is_ufs(self) -> bool:
+        return is_ufs_type(self.type)
 
     @property
     def manufacturer(self) -> str:
         if not self.id:
             return "any"
+        if self.is_ufs:
+            return "UFS"
+        if (self.type & 0x0F00) == 0x0100:
+            return NAND_MAKERS.get(self.id[0], f"maker 0x{self.id[0]:02X}")
         return manufacturer_name(self.id[0])
 
     @property
     def product(self) -> str:
-        return product_name(self.id) if self.id else ""
+        if not self.id:
+            return ""
+        return ufs_name(self.id) if self.is_ufs else product_name(self.id)
 
     @property
     def part(self) -> str:
+        if self.is_fallback:
+            # Told apart by their DRAM settings: a short digest of the entry's bytes.
+            digest = hashlib.sha256(self.raw).hexdigest()[:8]
+            return f"any eMMC part ({self.type_name} settings {digest}, picked by DRAM ID)"
+        if not self.id:
+            return "no part (an MCP entry with no ID)"
+        if self.is_ufs:
+            return f"UFS {ufs_name(self.id)}"
+        if (self.type & 0x0F00) == 0x0100:
+            maker = NAND_MAKERS.get(self.id[0], f"maker 0x{self.id[0]:02X}")
+            return f"NAND {maker} {self.id.hex()}"
         return describe_part(self.id)
 
     def matches(self, cid: bytes) -> bool:
-        """Exact rule: the first id_length CID bytes equal the entry's ID."""
+        """The first id_length CID bytes equal the entry's ID; an entry with no ID (see
+        `is_fallback`) matches every CID when it is discrete DRAM. An end-of-table entry
+        (type 0) matches none."""
+        if self.type == 0:
+            return False
         if self.id_length == 0:
             return self.is_fallback
         return len(cid) >= self.id_length and cid[: self.id_length] == self.id
@@ -218,7 +362,7 @@ class EmiEntry:
 class PreloaderInfo:
     """What romkit knows about one preloader file (either form)."""
 
-    form: str  # "raw" | "boot1"
+    form: str  # "raw" | "boot1" | "emi" (a bare MTK_BLOADER_INFO block)
     load_addr: int
     file_len: int
     sig_len: int
@@ -258,8 +402,8 @@ class PreloaderInfo:
         if not self.entries and self.emi_note:
             raise FirmwareFormatError(
                 f"unsupported EMI version {self.emi_version}: {self.emi_note}",
-                hint="romkit decodes EMI tables of MTK_BLOADER_INFO_v10 (MT6589) fully; "
-                     "check the preloader belongs to this phone's chip",
+                hint="romkit decodes the EMI tables of MTK_BLOADER_INFO v00, v08 … v52 "
+                     "(docs/FORMATS.md §3); check the preloader belongs to this phone's chip",
                 spft_code=SPFT_UNSUPPORTED_EMI)
 
     def active_entries(self) -> tuple[EmiEntry, ...]:
@@ -393,15 +537,22 @@ def _locate_bloader(body: bytes) -> tuple[int, int] | None:
     return found, len(body)
 
 
-def _parse_entry(raw: bytes, index: int, size: int) -> EmiEntry:
-    sub_version, etype, id_length, fw_id_length = struct.unpack_from("<IIII", raw, 0)
-    if id_length > EMI_ID_FIELD_SIZE:
+def _parse_entry(raw: bytes, index: int, size: int, lay: EmiLayout | None) -> EmiEntry:
+    def u32(off: int | None) -> int:
+        return int.from_bytes(raw[off:off + 4], "little") if off is not None else 0
+
+    if lay is None:  # unknown version whose stride was inferred: assume emi.h's order
+        lay = EmiLayout((size,), **_STD)
+    etype, id_length = u32(lay.type_off), u32(lay.id_length_off)
+    if id_length > lay.id_size:
         raise _bad(f"EMI entry {index} claims an ID of {id_length} bytes (at most "
-                   f"{EMI_ID_FIELD_SIZE})", hint="the preloader is damaged; use another copy")
-    part_id = raw[0x10:0x10 + id_length]
-    cona = int.from_bytes(raw[0x28:0x2C], "little") if size >= 0x2C else None
+                   f"{lay.id_size})", hint="the preloader is damaged; use another copy")
+    part_id = raw[lay.id_off:lay.id_off + id_length]
+    cona = u32(lay.cona_off) if lay.cona_off is not None and size >= lay.cona_off + 4 \
+        else None
     return EmiEntry(index=index, type=etype, id_length=id_length, id=part_id, raw=raw,
-                    sub_version=sub_version, fw_id_length=fw_id_length, emi_cona=cona)
+                    sub_version=u32(lay.sub_version_off),
+                    fw_id_length=u32(lay.fw_id_length_off), emi_cona=cona)
 
 
 @dataclass(frozen=True)
@@ -415,12 +566,23 @@ class _EmiTable:
     offset: int | None
 
 
-def _parse_emi(body: bytes) -> _EmiTable:
-    where = _locate_bloader(body)
-    if where is None:
-        return _EmiTable(None, "", None, (), b"", "no MTK_BLOADER_INFO block found", None)
-    start, end = where
-    block = body[start:end]
+def _stride(lay: EmiLayout | None, count: int, room: int, version: int) -> tuple[int, str]:
+    """The entry stride and a note (empty when the version's layout is known)."""
+    if lay is not None:
+        exact = [s for s in lay.strides if count * s == room]
+        return (exact or [s for s in lay.strides if count * s <= room] or
+                [lay.strides[0]])[0], ""
+    if 0 < count <= _MAX_EMI_ENTRIES and room % count == 0 \
+            and room // count >= EMI_MIN_ENTRY_SIZE:
+        size = room // count
+        return size, (f"EMI version {version} is not fully supported: entry size 0x{size:X} "
+                      "inferred from the block length; only type and IDs are decoded")
+    return 0, f"unsupported EMI version {version}: entry layout unknown"
+
+
+def _parse_block(block: bytes, start: int, *, bare: bool) -> _EmiTable:
+    """Decode one MTK_BLOADER_INFO block. `bare`: a block on its own (as public tools
+    extract them), where a table cut short decodes the whole entries present, with a note."""
     digits = block[len(BLOADER_MAGIC):len(BLOADER_MAGIC) + 2]
     if len(digits) != 2 or not digits.isdigit():
         raise _bad(f"MTK_BLOADER_INFO version {digits!r} is not a two-digit number",
@@ -432,39 +594,56 @@ def _parse_emi(body: bytes) -> _EmiTable:
         return _EmiTable(version, project, None, (), b"", f"unsupported EMI version {version}: "
                          "no MTK_BIN marker in MTK_BLOADER_INFO", start)
     count = _u32(block, mtk_bin + EMI_COUNT_OFFSET_FROM_MTK_BIN, "EMI entry count")
-    array_start = mtk_bin + EMI_ARRAY_OFFSET_FROM_MTK_BIN
-    array = block[array_start:]
-    size = EMI_ENTRY_SIZES.get(version)
-    note = ""
-    if size is None:
-        # Unknown version: infer the entry size only if the block length splits evenly.
-        if 0 < count <= _MAX_EMI_ENTRIES and len(array) % count == 0 \
-                and len(array) // count >= EMI_MIN_ENTRY_SIZE:
-            size = len(array) // count
-            note = (f"EMI version {version} is not fully supported: entry size 0x{size:X} "
-                    "inferred from the block length; only type and IDs are decoded")
-        else:
-            return _EmiTable(version, project, count, (), array,
-                             f"unsupported EMI version {version}: entry layout unknown", start)
-    if count > _MAX_EMI_ENTRIES or count * size > len(array):
-        raise _bad(f"EMI table claims {count} entries of 0x{size:X} bytes but only "
-                   f"0x{len(array):X} bytes follow", hint="the preloader is damaged or truncated")
-    blob = array[:count * size]
-    entries = tuple(_parse_entry(blob[i * size:(i + 1) * size], i, size) for i in range(count))
+    array = block[mtk_bin + EMI_ARRAY_OFFSET_FROM_MTK_BIN:]
+    lay = EMI_LAYOUTS.get(version)
+    size, note = _stride(lay, count, len(array), version)
+    if size == 0:
+        return _EmiTable(version, project, count, (), array, note, start)
+    if count > _MAX_EMI_ENTRIES:
+        raise _bad(f"EMI table claims {count} entries (at most {_MAX_EMI_ENTRIES})",
+                   hint="the preloader is damaged or truncated")
+    present = count
+    if count * size > len(array):
+        if not bare:
+            raise _bad(f"EMI table claims {count} entries of 0x{size:X} bytes but only "
+                       f"0x{len(array):X} bytes follow",
+                       hint="the preloader is damaged or truncated")
+        present = len(array) // size
+        note = (f"the table is cut short: it claims {count} entries, {present} are complete "
+                "in this file")
+    blob = array[:present * size]
+    try:
+        entries = tuple(_parse_entry(blob[i * size:(i + 1) * size], i, size, lay)
+                        for i in range(present))
+    except FirmwareFormatError as exc:
+        # The bytes do not follow this version's entry layout: say so rather than guess.
+        return _EmiTable(version, project, count, (), blob,
+                         f"unsupported EMI version {version}: the entries do not follow the "
+                         f"v{version:02d} layout ({exc.message})", start)
     return _EmiTable(version, project, count, entries, blob, note, start)
+
+
+def _parse_emi(body: bytes) -> _EmiTable:
+    where = _locate_bloader(body)
+    if where is None:
+        return _EmiTable(None, "", None, (), b"", "no MTK_BLOADER_INFO block found", None)
+    start, end = where
+    return _parse_block(body[start:end], start, bare=False)
 
 
 # -- public parsing --------------------------------------------------------------------------
 def parse_preloader(data: bytes) -> PreloaderInfo:
     """Parse a preloader in raw (GFH) or BOOT1 (EMMC_BOOT/BRLYT) form."""
     data = bytes(data)
+    if data.startswith(BLOADER_MAGIC):
+        return parse_emi_table(data)
     if data.startswith(EMMC_BOOT_MAGIC):
         form, image = "boot1", from_boot1_image(data)
     elif data.startswith(GFH_MAGIC):
         form, image = "raw", data
     else:
-        raise _bad("not a preloader: neither a GFH header (MMM) nor an EMMC_BOOT header at the "
-                   "start of the file")
+        raise _bad("not a preloader: neither a GFH header (MMM), an EMMC_BOOT header nor an "
+                   "MTK_BLOADER_INFO block at the start of the file")
     fi = _read_file_info(image)
     image = image[:fi.file_len]
     emi = _parse_emi(image[:fi.file_len - fi.sig_len])
@@ -476,6 +655,20 @@ def parse_preloader(data: bytes) -> PreloaderInfo:
         emi_version=emi.version, project=emi.project, entries=emi.entries,
         emi_count=emi.count, emi_note=emi.note, bloader_offset=emi.offset,
         emi_blob=emi.blob, gfh=image)
+
+
+def parse_emi_table(data: bytes) -> PreloaderInfo:
+    """A bare EMI table: an MTK_BLOADER_INFO block on its own, as public tools extract it
+    from a preloader. GFH fields are 0 (there is no GFH); form is "emi"."""
+    data = bytes(data)
+    if not data.startswith(BLOADER_MAGIC):
+        raise _bad("not an EMI table: no MTK_BLOADER_INFO_v at the start of the file")
+    emi = _parse_block(data, 0, bare=True)
+    return PreloaderInfo(
+        form="emi", load_addr=0, file_len=len(data), sig_len=0, jump_offset=0, max_size=0,
+        content_offset=0, file_ver=0, file_type=0, flash_dev=0, sig_type=0, attr=0,
+        gfh_blocks=(), emi_version=emi.version, project=emi.project, entries=emi.entries,
+        emi_count=emi.count, emi_note=emi.note, bloader_offset=0, emi_blob=emi.blob, gfh=b"")
 
 
 def read_limited(path: Path | str, limit: int) -> bytes:
@@ -553,8 +746,12 @@ def from_boot1_image(data: bytes) -> bytes:
 
 
 # -- comparison ------------------------------------------------------------------------------
-def _part_key(entry: EmiEntry) -> tuple[int, bytes]:
-    return (0, b"") if entry.is_fallback else (entry.id_length, entry.id)
+def _part_key(entry: EmiEntry) -> tuple[int, int, bytes, bytes]:
+    """What makes two rows the same memory part: type and ID; entries without an ID are
+    told apart by their DRAM settings too (two discrete LPDDR3 entries for different DRAM
+    vendors are different rows, never merged)."""
+    settings = entry.raw if entry.is_fallback else b""
+    return (entry.type, entry.id_length, entry.id, settings)
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,17 @@ Two formats exist (reference: spft-formats.md §1):
   names, `__NODL_` marking partitions that are never downloaded, and a `__NODL_BMTPOOL
   0xFFFF00a8` marker that is not an address at all;
 * the YAML-like V1.1.x format — one `- partition_index:` item per partition with all
-  fields spelled out (newer tools add keys; we keep the ones we do not know).
+  fields spelled out (newer tools add keys; we keep the ones we do not know);
+* the V2.x format (MT6771 on Android 9 and later: MT6781, MT6785, MT6833 …) — the same
+  partition items, nested under one `- storage_type: EMMC|UFS` block per storage kind, each
+  with a `description:` header (`MTK_STORAGE_CFG`: storage, boot channel, block size).
+  Regions become `EMMC_BOOT1_BOOT2` / `EMMC_USER` and UFS logical units (`UFS_LU0_LU1`,
+  `UFS_LU2`).
 
-Both parse into one `Layout` model. On top of what the file says we compute, for every
+All parse into one `Layout` model; a V2 file's blocks are kept in `Layout.storages` and
+`Layout.partitions` is the block of the storage being used (eMMC unless asked otherwise).
+
+On top of what the file says we compute, for every
 partition, the eMMC region (BOOT1 vs USER) and the physical offset inside that region,
 because the flash engine addresses the eMMC by region + offset while the scatter speaks in
 "linear" addresses. Writing the old format reproduces the file's exact shape so a rewritten
@@ -30,6 +38,14 @@ NODL = "__NODL_"
 REGION_BOOT1 = "EMMC_BOOT_1"
 REGION_USER = "EMMC_USER"
 MARKER_NAMES = frozenset({"BMTPOOL", "RSV_BMTPOOL"})
+# Boot regions (hardware boot partitions / boot LUs) of every generation: the preloader
+# lives there, outside the user area's linear address space (scatter files of MT6589 …
+# MT6833; see docs/FORMATS.md §1).
+BOOT_REGIONS = frozenset({"EMMC_BOOT_1", "EMMC_BOOT1", "EMMC_BOOT_2", "EMMC_BOOT2",
+                          "EMMC_BOOT1_BOOT2", "UFS_LU0", "UFS_LU1", "UFS_LU0_LU1"})
+# Reserved entries (flashinfo, sgpt, otp …) carry 0xFFFFxxxx pseudo-addresses counted back
+# from the end of the device; they are not linear addresses.
+PLACEHOLDER_FLOOR = 0xFFFF0000
 MAX_SCATTER_BYTES = 4 * 1024 * 1024  # real scatters are a few KiB; more is not a scatter
 MAX_PARTITIONS = 1024
 MAX_ADDRESS = (1 << 64) - 1
@@ -51,7 +67,7 @@ _NAME = r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}"
 _OLD_REGION_RE = re.compile(rf"^\s*({_NAME})\s+(0[xX][0-9A-Fa-f]+)\s*(\{{.*)?$")
 _V1_LINE_RE = re.compile(r"^(\s*)(-\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(.*?)\s*$")
 _PLATFORM_RE = re.compile(r"(MT\d{4}[A-Z]?)", re.IGNORECASE)
-_INDEX_RE = re.compile(r"^SYS(\d{1,4})$", re.IGNORECASE)
+_INDEX_RE = re.compile(r"^([A-Za-z]{0,8})(\d{1,4})$")
 _HEX_RE = re.compile(r"^0[xX][0-9A-Fa-f]+$")
 
 
@@ -93,17 +109,39 @@ class Partition(BaseModel):
         return self.linear_start + self.size
 
     @property
+    def is_placeholder(self) -> bool:
+        """Not a real place on the storage: a marker, or a reserved entry whose address is
+        an 0xFFFFxxxx placeholder. SP Flash Tool never checks these against neighbours."""
+        return self.is_marker or (self.is_reserved and self.linear_start >= PLACEHOLDER_FLOOR)
+
+    @property
+    def in_boot_region(self) -> bool:
+        return self.region.upper() in BOOT_REGIONS
+
+    @property
     def marker_blocks(self) -> int | None:
         """BMTPOOL's pool size in blocks (the low 16 bits of its pseudo-address)."""
         return self.linear_start & 0xFFFF if self.is_marker else None
+
+
+class StorageLayout(BaseModel):
+    """One `- storage_type:` block of a V2.x scatter: its header and its partitions."""
+
+    storage_type: str  # EMMC | UFS | NAND …
+    general: dict[str, str] = Field(default_factory=dict)  # MTK_STORAGE_CFG keys, in order
+    partitions: list[Partition]
+    physical_in_file: bool = True
 
 
 class Layout(BaseModel):
     """A parsed scatter file: platform, format and the partitions in file order."""
 
     platform: str | None
-    format: Literal["old", "v1"]
+    format: Literal["old", "v1", "v2"]
     partitions: list[Partition]
+    storages: list[StorageLayout] = Field(default_factory=list)  # V2: every storage block
+    storage_type: str | None = None  # V2: the block `partitions` comes from
+    skipped: list[str] = Field(default_factory=list)  # odd items left out, with the reason
     source: str = ""
     general: dict[str, str] = Field(default_factory=dict)  # V1 `general`/`info` keys, in order
     physical_in_file: bool = True  # V1: False when the file left physical_start_addr at 0
@@ -118,6 +156,24 @@ class Layout(BaseModel):
             if part.name.upper() == key:
                 return part
         return None
+
+    @property
+    def all_partitions(self) -> list[Partition]:
+        """Partitions of every storage block (V2), else the same as `partitions`."""
+        if not self.storages:
+            return list(self.partitions)
+        return [p for st in self.storages for p in st.partitions]
+
+    def for_storage(self, storage_type: str) -> Layout:
+        """The same layout with `partitions` taken from another V2 storage block."""
+        for st in self.storages:
+            if st.storage_type.upper() == storage_type.upper():
+                return self.model_copy(update={"partitions": st.partitions,
+                                               "storage_type": st.storage_type,
+                                               "physical_in_file": st.physical_in_file})
+        have = ", ".join(st.storage_type for st in self.storages) or "none (not a V2 file)"
+        raise UsageError(f"the scatter has no {storage_type} layout (it has: {have})",
+                         hint="pick one of the storage types the scatter lists")
 
     @property
     def real_partitions(self) -> list[Partition]:
@@ -323,11 +379,26 @@ def _parse_bool(text: str, source: str, line: int, key: str) -> bool:
     raise _bad(source, line, f"{key} must be true or false, got {text[:40]!r}")
 
 
-def _parse_v1(text: str, source: str) -> Layout:
+_Item = dict[str, tuple[str, int]]
+
+
+class _Block:
+    """A storage block while reading: its header keys and its partition items."""
+
+    def __init__(self, storage_type: str | None, line: int) -> None:
+        self.storage_type = storage_type
+        self.line = line
+        self.general: dict[str, str] = {}
+        self.items: list[tuple[int, _Item]] = []
+
+
+def _parse_v1(text: str, source: str, storage: str | None = None) -> Layout:
+    """V1.1.x and V2.x: the same `key: value` items, V2 nests them under storage blocks."""
     general: dict[str, str] = {}
-    items: list[tuple[int, dict[str, tuple[str, int]]]] = []
-    current: dict[str, tuple[str, int]] | None = None
-    in_general = False
+    blocks: list[_Block] = [_Block(None, 0)]
+    current: _Item | None = None
+    mode = "none"  # general | storage-header | items
+    total = 0
     for n, raw_line in enumerate(text.splitlines(), start=1):
         stripped = raw_line.strip()
         if not stripped or stripped.startswith("#"):
@@ -337,41 +408,96 @@ def _parse_v1(text: str, source: str) -> Layout:
             raise _bad(source, n, f"expected 'key: value', got {stripped[:60]!r}")
         indent, dash, key, value = m.group(1), m.group(2), m.group(3), m.group(4)
         if dash and not indent:  # a new top-level item
+            current = None
             if key == "general":
-                in_general, current = True, None
+                mode = "general"
                 general["general"] = value
+                continue
+            if key == "storage_type":
+                if not value:
+                    raise _bad(source, n, "storage_type without a value")
+                if blocks[-1].storage_type is None and not blocks[-1].items:
+                    blocks.pop()
+                elif blocks[-1].storage_type is None:
+                    raise _bad(source, n, "storage_type block after partitions outside any")
+                if any(b.storage_type == value.upper() for b in blocks):
+                    raise _bad(source, n, f"second storage_type {value} block")
+                blocks.append(_Block(value.upper(), n))
+                mode = "storage-header"
                 continue
             if key != "partition_index":
                 raise _bad(source, n, f"unknown top-level item {key!r}")
-            in_general = False
-            current = {}
-            items.append((n, current))
-            if len(items) > MAX_PARTITIONS:
-                raise _bad(source, n, f"more than {MAX_PARTITIONS} partitions")
-        if in_general:
+        if mode == "general" and not (dash and key == "partition_index"):
             if key != "info" or value:
                 if key in general:
                     raise _bad(source, n, f"duplicate general key {key!r}")
                 general[key] = value
             continue
+        block = blocks[-1]
+        if key == "partition_index" and dash:
+            mode = "items"
+            current = {}
+            block.items.append((n, current))
+            total += 1
+            if total > MAX_PARTITIONS:
+                raise _bad(source, n, f"more than {MAX_PARTITIONS} partitions")
+        elif mode == "storage-header":
+            if key in ("description", "info") and not value:
+                continue
+            if key in block.general:
+                raise _bad(source, n, f"duplicate storage key {key!r}")
+            block.general[key] = value
+            continue
         if current is None:
             raise _bad(source, n, f"{key!r} outside any partition item")
+        if dash and key != "partition_index":
+            raise _bad(source, n, f"unknown item {key!r} inside a storage block")
         if key in current:
             raise _bad(source, n, f"duplicate key {key!r} in this partition")
         current[key] = (value, n)
-    if not items:
+    skipped: list[str] = []
+    built: list[StorageLayout] = []
+    for block in blocks:
+        parts: list[Partition] = []
+        lines: list[int] = []
+        for line, item in block.items:
+            part = _v1_partition(item, line, source, skipped)
+            if part is not None:
+                parts.append(part)
+                lines.append(line)
+        _check_unique(parts, lines, source)
+        built.append(StorageLayout(storage_type=block.storage_type or "",
+                                   general=block.general, partitions=parts,
+                                   physical_in_file=_v1_physical(parts)))
+    if not any(st.partitions for st in built):
         raise _bad(source, None, "no partitions found (empty or not a scatter file)")
-    parts = [_v1_partition(item, line, source) for line, item in items]
-    _check_unique(parts, [line for line, _ in items], source)
-    physical_in_file = _v1_physical(parts)
     platform = general.get("platform") or platform_from_name(source)
-    return Layout(platform=platform.upper() if platform else None, format="v1",
-                  partitions=parts, source=source, general=general,
-                  physical_in_file=physical_in_file,
-                  newline="\r\n" if "\r\n" in text else "\n")
+    newline = "\r\n" if "\r\n" in text else "\n"
+    if blocks[0].storage_type is None:  # V1.1.x: one unnamed block
+        _only_storage(general.get("storage") or "EMMC", storage)
+        return Layout(platform=platform.upper() if platform else None, format="v1",
+                      partitions=built[0].partitions, source=source, general=general,
+                      physical_in_file=built[0].physical_in_file, newline=newline,
+                      skipped=skipped)
+    layout = Layout(platform=platform.upper() if platform else None, format="v2",
+                    partitions=[], storages=built, source=source, general=general,
+                    newline=newline, skipped=skipped)
+    want = storage or ("EMMC" if any(st.storage_type == "EMMC" for st in built)
+                       else built[0].storage_type)
+    return layout.for_storage(want)
 
 
-def _v1_partition(item: dict[str, tuple[str, int]], line: int, source: str) -> Partition:
+def _only_storage(have: str, want: str | None) -> None:
+    """A one-layout file asked for another storage's layout: say so, never ignore it."""
+    if want is not None and want.upper() != have.upper():
+        raise UsageError(f"the scatter has no {want.upper()} layout (it has: {have.upper()}; "
+                         "only V2.x files carry several)",
+                         hint="drop --storage, or use a V2.x scatter that has that layout")
+
+
+def _v1_partition(item: _Item, line: int, source: str, skipped: list[str]) -> Partition | None:
+    """One partition item; None (and a note in `skipped`) for an item SP Flash Tool would
+    not show either (an empty partition_name), so one odd item does not block the file."""
     def need(key: str) -> tuple[str, int]:
         if key not in item:
             raise _bad(source, line, f"partition item lacks {key!r}")
@@ -381,7 +507,10 @@ def _v1_partition(item: dict[str, tuple[str, int]], line: int, source: str) -> P
     m = _INDEX_RE.match(idx_text)
     if not m:
         raise _bad(source, idx_line, f"partition_index {idx_text[:40]!r} is not SYS<n>")
-    name, name_line = need("partition_name")
+    name, name_line = item.get("partition_name", ("", line))
+    if not name:
+        skipped.append(f"line {line}: item {idx_text} has no partition_name; left out")
+        return None
     if not re.fullmatch(_NAME, name):
         raise _bad(source, name_line, f"bad partition_name {name[:40]!r}")
     start_text, start_line = need("linear_start_addr")
@@ -391,7 +520,8 @@ def _v1_partition(item: dict[str, tuple[str, int]], line: int, source: str) -> P
     marker = _strip_nodl(name).upper() in MARKER_NAMES
     if not marker and start + size > MAX_ADDRESS + 1:
         raise _bad(source, size_line, f"{name}: start + size overflows 64 bits")
-    spelling = {"linear_start_addr": start_text, "partition_size": size_text}
+    spelling = {"linear_start_addr": start_text, "partition_size": size_text,
+                "partition_index": m.group(1)}
     phys = 0
     if "physical_start_addr" in item:
         ptext, pline = item["physical_start_addr"]
@@ -411,7 +541,7 @@ def _v1_partition(item: dict[str, tuple[str, int]], line: int, source: str) -> P
                       if key in item else default)
     extra = {k: v for k, (v, _) in item.items() if k not in _V1_KNOWN}
     return Partition(
-        name=_strip_nodl(name), raw_name=name, index=int(m.group(1)), linear_start=start,
+        name=_strip_nodl(name), raw_name=name, index=int(m.group(2)), linear_start=start,
         size=size, is_download=flags["is_download"] and not marker, is_marker=marker,
         region=item.get("region", (REGION_USER, 0))[0] or REGION_USER,
         physical_start=None if marker else phys, file_name=file_name,
@@ -454,9 +584,45 @@ def _v1_physical(parts: list[Partition]) -> bool:
     return False
 
 
+def _item_fields(part: Partition, physical_in_file: bool) -> list[tuple[str, str]]:
+    sp = part.spelling
+    phys = part.physical_start if physical_in_file else 0
+    return [
+        ("partition_index", f"{sp.get('partition_index', 'SYS')}{part.index}"),
+        ("partition_name", part.raw_name if _strip_nodl(part.raw_name) == part.name
+         else part.name),
+        ("file_name", part.file_name or "NONE"),
+        ("is_download", "true" if part.is_download else "false"),
+        ("type", part.type),
+        ("linear_start_addr", _num_text(part.linear_start, sp.get("linear_start_addr"))),
+        ("physical_start_addr", _num_text(phys or 0, sp.get("physical_start_addr"))),
+        ("partition_size", _num_text(part.size or 0, sp.get("partition_size"))),
+        ("region", part.region),
+        ("storage", part.storage),
+        ("boundary_check", "true" if part.boundary_check else "false"),
+        ("is_reserved", "true" if part.is_reserved else "false"),
+        ("operation_type", part.operation_type),
+        *[(k, str(v)) for k, v in part.extra.items() if k != "body"],
+    ]
+
+
+_BAR = "#" * 108
+
+
+def _banner(title: str) -> list[str]:
+    return [_BAR, "#", f"#  {title}", "#", _BAR]
+
+
+def _general_lines(general: dict[str, str], default: str, pad: str) -> list[str]:
+    out = [f"{pad}- general: {general.get('general', default)}", f"{pad}  info: "]
+    info = [(k, v) for k, v in general.items() if k != "general"]
+    for k, (key, value) in enumerate(info):
+        out.append(f"{pad}{'    - ' if k == 0 else '      '}{key}: {value}")
+    return out
+
+
 def _write_v1(layout: Layout) -> str:
     nl = layout.newline
-    bar = "#" * 108
     general = dict(layout.general)
     if not general and layout.format == "old":  # converting: write the usual header
         general = {"general": "MTK_PLATFORM_CFG", "config_version": "V1.1.1",
@@ -464,45 +630,48 @@ def _write_v1(layout: Layout) -> str:
                    "storage": "EMMC"}
     out: list[str] = []
     if general:
-        out += [bar, "#", "#  General Setting", "#", bar,
-                f"- general: {general.get('general', 'MTK_PLATFORM_CFG')}", "  info: "]
-        info = [(k, v) for k, v in general.items() if k != "general"]
-        for k, (key, value) in enumerate(info):
-            out.append(f"{'    - ' if k == 0 else '      '}{key}: {value}")
-    out += [bar, "#", "#  Layout Setting", "#", bar]
+        out += _banner("General Setting") + _general_lines(general, "MTK_PLATFORM_CFG", "")
+    out += _banner("Layout Setting")
     for part in layout.partitions:
-        sp = part.spelling
-        phys = part.physical_start if layout.physical_in_file else 0
-        fields = [
-            ("partition_index", f"SYS{part.index}"),
-            ("partition_name", part.raw_name if _strip_nodl(part.raw_name) == part.name
-             else part.name),
-            ("file_name", part.file_name or "NONE"),
-            ("is_download", "true" if part.is_download else "false"),
-            ("type", part.type),
-            ("linear_start_addr", _num_text(part.linear_start, sp.get("linear_start_addr"))),
-            ("physical_start_addr", _num_text(phys or 0, sp.get("physical_start_addr"))),
-            ("partition_size", _num_text(part.size or 0, sp.get("partition_size"))),
-            ("region", part.region),
-            ("storage", part.storage),
-            ("boundary_check", "true" if part.boundary_check else "false"),
-            ("is_reserved", "true" if part.is_reserved else "false"),
-            ("operation_type", part.operation_type),
-            *[(k, str(v)) for k, v in part.extra.items() if k != "body"],
-        ]
+        fields = _item_fields(part, layout.physical_in_file)
         out.append(f"- {fields[0][0]}: {fields[0][1]}")
         out.extend(f"  {k}: {v}" for k, v in fields[1:])
         out.append("")
     return nl.join(out) + nl
 
 
+def _write_v2(layout: Layout) -> str:
+    """V2.x text: the general block, then one storage block each (the one in use taken from
+    `layout.partitions`, so edits to it are written)."""
+    nl = layout.newline
+    out = _banner("General Setting") + _general_lines(layout.general, "MTK_PLATFORM_CFG", "")
+    for st in layout.storages:
+        parts = layout.partitions if st.storage_type == layout.storage_type else st.partitions
+        physical = (layout.physical_in_file if st.storage_type == layout.storage_type
+                    else st.physical_in_file)
+        out += _banner(f"{st.storage_type} Layout Setting")
+        out += [f"- storage_type: {st.storage_type}", "  description: "]
+        if st.general:
+            out += _general_lines(st.general, "MTK_STORAGE_CFG", "  ")
+        out.append("")
+        for part in parts:
+            fields = _item_fields(part, physical)
+            out.append(f"  - {fields[0][0]}: {fields[0][1]}")
+            out.extend(f"    {k}: {v}" for k, v in fields[1:])
+            out.append("")
+    return nl.join(out) + nl
+
+
 # -- public entry points ----------------------------------------------------------------------
 
 
-def parse_scatter_text(text: str, filename: str = "") -> Layout:
-    """Parse scatter text of either format; `filename` names it in errors and gives the platform.
+def parse_scatter_text(text: str, filename: str = "", *, storage: str | None = None
+                       ) -> Layout:
+    """Parse scatter text of any format; `filename` names it in errors and gives the platform.
 
-    Only `FirmwareFormatError` escapes, whatever the input.
+    `storage` picks the block of a V2.x file that `partitions` holds (default: EMMC, else
+    the first). Only `FirmwareFormatError` (and `UsageError` for an absent `storage`)
+    escapes, whatever the input.
     """
     if len(text) > MAX_SCATTER_BYTES:
         raise _bad(filename, None, f"{len(text)} characters is far too large for a scatter file")
@@ -512,12 +681,13 @@ def parse_scatter_text(text: str, filename: str = "") -> Layout:
     head = next((ln.strip() for ln in text.splitlines()
                  if ln.strip() and not ln.strip().startswith("#")), "")
     if head.startswith("- "):
-        return _parse_v1(text, filename)
+        return _parse_v1(text, filename, storage)
+    _only_storage("EMMC", storage)
     return _parse_old(text, filename)
 
 
-def parse_scatter(path: Path | str) -> Layout:
-    """Read and parse a scatter file from disk."""
+def parse_scatter(path: Path | str, *, storage: str | None = None) -> Layout:
+    """Read and parse a scatter file from disk (`storage`: see `parse_scatter_text`)."""
     p = Path(path)
     try:
         size = p.stat().st_size
@@ -531,13 +701,21 @@ def parse_scatter(path: Path | str) -> Layout:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = data.decode("latin-1")
-    return parse_scatter_text(text, str(p))
+    return parse_scatter_text(text, str(p), storage=storage)
 
 
-def write_scatter(layout: Layout, format: Literal["old", "v1"] | None = None) -> str:
-    """Scatter text for `layout` in its own format (or the one asked for)."""
+def write_scatter(layout: Layout, format: Literal["old", "v1", "v2"] | None = None) -> str:
+    """Scatter text for `layout` in its own format (or the one asked for; a V2 file written
+    as V1 keeps only the storage block in use)."""
     fmt = format or layout.format
-    return _write_old(layout) if fmt == "old" else _write_v1(layout)
+    if fmt == "old":
+        return _write_old(layout)
+    if fmt == "v2":
+        if not layout.storages:
+            raise UsageError("only a V2.x scatter can be written as V2.x",
+                             hint="write it in its own format, or as v1")
+        return _write_v2(layout)
+    return _write_v1(layout)
 
 
 def find_scatter(folder: Path | str) -> Path:

@@ -72,6 +72,7 @@ class FlashRequest(BaseModel):
     wait: float = 30.0
     packet_size: int = P.DA_PACKET_DEFAULT
     max_retries: int = 3  # per packet (NACK / bad checksum)
+    trace: Path | None = None  # record every byte to/from the phone (docs/TRACE.md)
     rewrite_attempts: int = 1  # extra write+verify rounds for a partition that fails verify
 
 
@@ -444,7 +445,8 @@ def flash(request: FlashRequest, on_progress: ProgressCallback | None = None) ->
     da_path = resolve_da(request.da, fw.flash_tool_dir)
     da, pre = load_link_files(da_path, Path(plan.preloader))
     dev = open_device(request.port, da, pre, Path(plan.preloader), wait=request.wait, rep=rep,
-                      expected_hw_code=PLATFORM_HW_CODES.get((plan.platform or "").upper()))
+                      expected_hw_code=PLATFORM_HW_CODES.get((plan.platform or "").upper()),
+                      trace=request.trace)
     try:
         pmt = read_device_pmt(dev, rep)
         n_warn = len(plan.warnings)

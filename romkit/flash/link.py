@@ -119,12 +119,14 @@ def explain_dram_failure(exc: DramInitError, pre: PreloaderInfo,
 
 
 def open_device(port: str | None, da: DaFile, pre: PreloaderInfo, preloader_path: Path, *,
-                wait: float, rep: Reporter, expected_hw_code: int | None = None) -> Device:
-    """Connect and start the DA; a DRAM failure becomes an explained 4032."""
+                wait: float, rep: Reporter, expected_hw_code: int | None = None,
+                trace: Path | None = None) -> Device:
+    """Connect and start the DA; a DRAM failure becomes an explained 4032. `trace` records
+    every byte of the session into that file (romkit.trace format, docs/TRACE.md)."""
     try:
         return connect(port, da=da, emi=pre.emi_blob, emi_version=pre.emi_version or 0,
                        wait_timeout=wait, on_progress=rep.callback,
-                       expected_hw_code=expected_hw_code)
+                       expected_hw_code=expected_hw_code, trace=trace)
     except DramInitError as exc:
         raise explain_dram_failure(exc, pre, preloader_path) from exc
 
@@ -175,11 +177,13 @@ class RangeIO:
                                      max_retries=self.max_retries)
 
     def write(self, region: str, offset: int, source: BinaryIO, length: int,
-              on_bytes: ByteCallback | None = None) -> int:
+              on_bytes: ByteCallback | None = None, limit: int | None = None) -> int:
+        """Write `length` image bytes; the DA gets whole 512-byte sectors (zero tail), which
+        must end by `limit` (the partition's end; default the eMMC hardware partition's)."""
         cb = None if on_bytes is None else (lambda done, _total: on_bytes(done))
         return self.dev.session.write(REGION_PART_IDS[region], offset, source, length,
                                       packet_size=self.packet_size, on_packet=cb,
-                                      max_retries=self.max_retries)
+                                      max_retries=self.max_retries, limit=limit)
 
     def format(self, region: str, offset: int, length: int,
                on_percent: Callable[[int], None] | None = None) -> None:

@@ -26,6 +26,7 @@ from romkit.errors import (
     ValidationError,
 )
 from romkit.firmware.checksum import read_checksum_ini
+from romkit.firmware.chips import require_flash_support
 from romkit.firmware.preloader import load_preloader, to_boot1_image
 from romkit.firmware.scatter import REGION_BOOT1, REGION_USER, Layout, Partition
 from romkit.flash.backup import CALIBRATION_PARTS, StorageRange
@@ -312,6 +313,7 @@ def build_plan(fw: Any, opts: PlanOptions, on_progress: Reporter | None = None) 
     """Plan a run from the firmware folder alone (no phone needed)."""
     rep = on_progress or Reporter()
     layout: Layout = fw.layout
+    require_flash_support(layout.platform)  # a V5/V6-DA chip: refuse before anything else
     chosen = _select(fw, opts)
     findings: list[Finding] = []
     warnings: list[str] = []

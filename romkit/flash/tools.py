@@ -50,6 +50,7 @@ class PhoneRequest(BaseModel):
     firmware_dir: Path | None = None  # default: the current firmware
     wait: float = 30.0
     packet_size: int = P.DA_PACKET_DEFAULT
+    trace: Path | None = None  # record every byte to/from the phone (docs/TRACE.md)
 
 
 class BackupRequest(PhoneRequest):
@@ -122,7 +123,7 @@ def _connect(req: PhoneRequest, rep: Reporter) -> tuple[Device, Firmware | None]
     da, pre = load_link_files(da_path, pre_path)
     platform = (fw.layout.platform or "").upper() if fw is not None else ""
     return open_device(req.port, da, pre, pre_path, wait=req.wait, rep=rep,
-                       expected_hw_code=PLATFORM_HW_CODES.get(platform)), fw
+                       expected_hw_code=PLATFORM_HW_CODES.get(platform), trace=req.trace), fw
 
 
 def _user_range(name: str, row_offset: int, size: int) -> StorageRange:

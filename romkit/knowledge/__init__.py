@@ -30,8 +30,9 @@ __all__ = [
     "describe", "lookup", "parse_code", "search", "tool_versions",
 ]
 
-TABLE_DIR = "error-codes"
-"""How sources name the table folder (the shared reference's `error-codes/`)."""
+TABLE_DIR = "romkit/knowledge/codes.json"
+"""Where the numeric tables ship; a table source reads `romkit/knowledge/codes.json: SP Flash
+Tool v5.1648 status codes` (the tool's public library headers, one table per version)."""
 
 _U32 = 0xFFFFFFFF
 _DEC_RE = re.compile(r"^[+-]?[0-9]{1,20}$", re.ASCII)
@@ -333,7 +334,7 @@ def lookup(code: int | str, tool_version: str | None = None) -> Explanation:
                      "--tool-version v3|v5.")
     if note:
         notes.append(note)
-    sources = [f"{TABLE_DIR}/{db.files[v]}" for v in table_versions]
+    sources = [f"{TABLE_DIR}: SP Flash Tool {v} status codes" for v in table_versions]
     sources += list(dict.fromkeys(a.source for a in advice))
     return Explanation(
         code=value, hex=_hex(value), signed=value - 2**32 if value >= 2**31 else None,

@@ -91,7 +91,8 @@ def parse_table(text: str, source: str = "<table>") -> list[tuple[int, str]]:
         rows.append((code, name))
     if not rows:
         raise UsageError(f"{source}: no codes in this table",
-                         hint="point SRC_DIR at the error-codes folder of the reference")
+                         hint="point SRC_DIR at a folder of codes_vN_NNNN.txt tables "
+                              "(lines of: decimal hex NAME)")
     return rows
 
 

@@ -18,13 +18,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SPFT3 = "curated from spft-formats.md §3"
-SPFT_MODES = "curated from spft-formats.md §3–§4 (download modes)"
-SPFT_APP = "curated from spft-formats.md §3 (application codes; not in the numeric tables)"
-DRAM_SRC = ("curated from spft-formats.md §3, §4, §6 (2014 preloader) and mtk-protocol.md "
-            "(legacy DA DRAM / EMI setup)")
-CHECKSUM_SRC = "curated from spft-formats.md §2c–§3 (checksum.ini)"
-PROTO_SRC = "curated from spft-formats.md §3 and mtk-protocol.md (BROM / legacy DA)"
+# What users are shown as the source of a curated text: public material only (the facts are
+# gathered in the project's reference notes spft-formats.md / mtk-protocol.md, which do not
+# ship; these strings name where those notes took them from).
+_SPFT_SRC = "SP Flash Tool's own error texts (ErrorLookup.cpp and help of its v3/v5 sources)"
+SPFT3 = f"romkit's reading of {_SPFT_SRC}"
+SPFT_MODES = f"romkit's reading of {_SPFT_SRC} and its download-mode descriptions"
+SPFT_APP = (f"romkit's reading of {_SPFT_SRC}; application codes of the tool, not in the "
+            "library tables")
+DRAM_SRC = (f"romkit's reading of {_SPFT_SRC}, of the preloader EMI table and of the legacy DA "
+            "DRAM setup in github.com/bkerler/mtkclient and github.com/arzam16/empty-sixty-five")
+CHECKSUM_SRC = f"romkit's reading of {_SPFT_SRC} and its checksum.ini handling"
+PROTO_SRC = (f"romkit's reading of {_SPFT_SRC} and of the BROM / legacy DA protocol in "
+             "github.com/bkerler/mtkclient")
 
 
 @dataclass(frozen=True)

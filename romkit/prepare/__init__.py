@@ -6,17 +6,19 @@ preloader, half-renamed modem set, a checksum.ini that no longer matches) and im
 take back. Here every change is first a `PreparePlan` of steps (which file, from which bytes
 to which, why), shown by `--dry-run`. Applying it:
 
-1. checks the folder still is what the plan saw (hashes),
-2. copies every file it will replace or remove into a prepare record
+1. rolls back a prepare that died mid-way (its record still says "applying"), so the plan is
+   made from the folder as it was before that attempt,
+2. checks the folder still is what the plan saw (hashes),
+3. copies every file it will replace or remove into a prepare record
    `<DIR>/.romkit/prepare/<timestamp>/files/`,
-3. writes the record's `manifest.json` (sha256 of everything before and after) last and
-   atomically, so a record without a manifest is incomplete and ignored,
-4. changes the files, each through `romkit.fsutil` (temp file + rename); if one step fails,
-   the steps already done are put back and the record is dropped,
-5. validates the folder (`Firmware.validate()`).
-
-`undo_last` restores the newest record byte for byte (checked by hash) and marks it undone.
-A plan whose files already hold the wanted bytes is empty, so preparing twice is a no-op.
+4. writes the record's `manifest.json` (sha256 and mode of everything before, sha256 after)
+   atomically with state "applying" - a record without a manifest is incomplete and ignored,
+5. changes the files, each through `romkit.fsutil` (temp file + rename, mode kept); if one
+   step fails, the steps already done are put back and the record is dropped,
+6. rewrites the manifest as "done", then validates the folder (`Firmware.validate()`).
+`undo_last` restores the newest record byte for byte and mode for mode (checked by hash) and
+marks it undone. A plan whose files already hold the wanted bytes is empty, so preparing twice
+is a no-op - but never after a crash, since step 1 undoes the half-done attempt first.
 """
 
 from romkit.prepare.apply import apply_plan

@@ -10,15 +10,15 @@ from pathlib import Path, PurePosixPath
 
 from romkit.errors import DiskError, RomkitError, UsageError
 from romkit.firmware.package import Firmware
-from romkit.fsutil import atomic_copy, atomic_write_bytes, atomic_write_text, sha256_file
+from romkit.fsutil import atomic_copy, atomic_write_bytes, file_mode, remove_file, sha256_file
 from romkit.prepare.files import _os_error, _rel, _sha
 from romkit.prepare.models import PlanStep, PrepareConflictError, PreparePlan, PrepareResult
 from romkit.prepare.record import (
-    MANIFEST,
     RECORD_DIR,
     RecordManifest,
     RecordStep,
     _restore_step,
+    _write_manifest,
 )
 from romkit.progress import ProgressCallback, Reporter
 
@@ -67,10 +67,7 @@ def _remove_dirs(dirs: list[Path]) -> None:
 def _write_step(folder: Path, step: PlanStep) -> None:
     path = folder / step.path
     if step.action == "remove":
-        try:
-            path.unlink()
-        except OSError as exc:
-            raise _os_error(exc, path, "remove") from exc
+        remove_file(path)
         return
     if step._data is not None:
         atomic_write_bytes(path, step._data)
@@ -111,11 +108,14 @@ def apply_plan(plan: PreparePlan, on_progress: ProgressCallback | None = None) -
                 if sha256_file(rec_dir / backup) != step.before_sha256:
                     raise PrepareConflictError(f"{step.path} changed while it was backed up")
             entries.append(RecordStep(**step.model_dump(include=set(RecordStep.model_fields)),
-                                      backup=backup))
+                                      backup=backup,
+                                      before_mode=file_mode(plan.folder / step.path)))
+        # "applying" until the last file is changed: a record left in that state tells the
+        # next run that this prepare died mid-way and must be rolled back first.
         manifest = RecordManifest(created=stamp, folder=str(plan.folder), steps=entries,
                                   created_dirs=plan.created_dirs,
-                                  notes=[*plan.notes, *plan.warnings])
-        atomic_write_text(rec_dir / MANIFEST, manifest.model_dump_json(indent=2) + "\n")
+                                  notes=[*plan.notes, *plan.warnings], state="applying")
+        _write_manifest(rec_dir, manifest)
     except BaseException:
         if rec_dir is not None and rec_dir.exists() and rec_dir not in created:
             shutil.rmtree(rec_dir, ignore_errors=True)
@@ -132,6 +132,8 @@ def apply_plan(plan: PreparePlan, on_progress: ProgressCallback | None = None) -
             rep.info(f"{step.action} {step.path}")
             done.append(i)  # before writing: a step that fails half-way is put back too
             _write_step(plan.folder, step)
+        manifest.state = "done"
+        _write_manifest(rec_dir, manifest)
     except BaseException:
         for i in reversed(done):
             try:

@@ -5,20 +5,13 @@
 
 from __future__ import annotations
 
-import re
-
 from romkit.errors import FirmwareFormatError
 from romkit.firmware import checksum as ck
+from romkit.firmware.ini import tokenize
 from romkit.firmware.preloader import read_limited
 from romkit.prepare.context import _Context
 from romkit.prepare.files import _hash_bytes, _rel, _sha, _size
 from romkit.prepare.models import PlanStep, PreparePlan
-
-_KEY_LINE = re.compile(r"^(?P<lead>[ \t]*)(?P<key>[^=\s][^=]*?)(?P<sep>[ \t]*=[ \t]*)"
-                       r"(?P<value>[^\r\n]*?)"
-                       r"(?P<eol>\r\n|\n|\r)?$")
-
-_LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
 
 def update_checksum_text(text: str, updates: dict[str, tuple[str, int]]) -> str:
@@ -26,46 +19,19 @@ def update_checksum_text(text: str, updates: dict[str, tuple[str, int]]) -> str:
 
     `updates` maps an upper-case partition name to (key spelling for a new line, value).
     Existing keys keep their spelling, spacing and line ending; missing ones are added at the
-    end of the [CheckSum] section in the style of the line before. Values are `0x%04X`.
+    end of the [CheckSum] section with the separator of the key before. Values are
+    `0x%04X`. The text goes through the same tokenizer as `verify` and `checksum --write`
+    (romkit/firmware/ini.py), so a BOM, comments and odd line endings survive.
     """
-    # Split on CR/LF only: str.splitlines() also breaks on \x1e, \u2028 … and a rewritten
-    # line would lose those characters.
-    lines = _LINES.findall(text)
-    pending = dict(updates)
-    section = ""
-    last_key: int | None = None
-    header: int | None = None
-    for i, line in enumerate(lines):
-        stripped = line.strip()
-        if stripped.startswith("[") and stripped.endswith("]"):
-            section = stripped[1:-1].strip().lower()
-            if section == "checksum" and header is None:
-                header = i
-            continue
-        if section != "checksum" or not stripped or stripped.startswith((";", "#")):
-            continue
-        m = _KEY_LINE.match(line)
-        if m is None:
-            continue
-        last_key = i
-        name = m["key"].strip().upper()
-        if name in pending:
-            _, value = pending.pop(name)
-            lines[i] = f"{m['lead']}{m['key']}{m['sep']}0x{value & 0xFFFF:04X}{m['eol'] or ''}"
-    if pending:
-        if header is None:
-            raise FirmwareFormatError("checksum.ini has no [CheckSum] section",
-                                      hint="use --drop-checksum, or `romkit checksum --write`")
-        anchor = last_key if last_key is not None else header
-        ref = _KEY_LINE.match(lines[anchor]) if last_key is not None else None
-        sep = ref["sep"] if ref else "="
-        eol = next((m.group(0) for m in (re.search(r"\r\n|\n|\r$", ln) for ln in lines) if m),
-                   "\n")
-        if not lines[anchor].endswith(("\n", "\r")):
-            lines[anchor] += eol
-        new = [f"{key}{sep}0x{value & 0xFFFF:04X}{eol}" for key, value in pending.values()]
-        lines[anchor + 1:anchor + 1] = new
-    return "".join(lines)
+    doc = tokenize(text)
+    if "checksum" not in doc.sections():
+        raise FirmwareFormatError("checksum.ini has no [CheckSum] section",
+                                  hint="use --drop-checksum, or `romkit checksum --write`")
+    for name, (key, value) in updates.items():
+        spelled = f"0x{value & 0xFFFF:04X}"
+        if not doc.set_value("checksum", name, spelled):
+            doc.append_value("checksum", key, spelled)
+    return doc.render()
 
 
 def _plan_checksum(ctx: _Context, plan: PreparePlan, changed: dict[str, tuple[str, bytes]]
@@ -90,10 +56,7 @@ def _plan_checksum(ctx: _Context, plan: PreparePlan, changed: dict[str, tuple[st
                           "nothing to regenerate")
         return None
     raw = read_limited(path, ck.MAX_INI_BYTES)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
+    text = ck.decode_ini_bytes(raw)
     ini = ck.parse_checksum_ini_text(text, path.name)
     updates: dict[str, tuple[str, int]] = {}
     for name, (key, data) in changed.items():

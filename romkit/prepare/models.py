@@ -159,6 +159,7 @@ class UndoResult(BaseModel):
     files: list[RestoredFile] = Field(default_factory=list)
     removed_dirs: list[str] = Field(default_factory=list)
     validation: ValidationReport | None = None
+    interrupted: bool = False  # the record's prepare had died mid-way (rolled back)
 
 
 class PrepareResult(BaseModel):
@@ -169,3 +170,4 @@ class PrepareResult(BaseModel):
     record: Path | None = None
     validation: ValidationReport | None = None
     undo: UndoResult | None = None
+    recovered: UndoResult | None = None  # an interrupted prepare put back before this one

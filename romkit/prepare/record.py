@@ -1,6 +1,12 @@
 """The prepare record on disk: `<DIR>/.romkit/prepare/<timestamp>/` with its backups and
 `manifest.json`. Holds the manifest models and their hostile-input-safe parser, the walk over
 complete records, restoring one step from its backup, and marking a record undone.
+
+A record is also the journal of its prepare: the manifest is written with `state:
+"applying"` before the first file changes and rewritten as `"done"` after the last one. A
+record still "applying" (and not undone) therefore means the process died mid-way; the next
+prepare or undo rolls it back first (see `undo.rollback_interrupted`), so no run ever builds
+on a half-applied folder and one undo always reaches the state before the first attempt.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import pydantic
 from pydantic import BaseModel, Field
 
 from romkit.errors import FirmwareFormatError
-from romkit.fsutil import atomic_copy, atomic_write_text
+from romkit.fsutil import atomic_copy, atomic_write_text, remove_file
 from romkit.prepare.files import _os_error
 from romkit.prepare.models import Action, StepKind
 
@@ -37,6 +43,7 @@ class RecordStep(BaseModel):
     after_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     after_size: int | None = Field(default=None, ge=0)
     backup: str | None = Field(default=None, max_length=1024)
+    before_mode: int | None = Field(default=None, ge=0, le=0o7777)
 
     @pydantic.field_validator("path", "backup")
     @classmethod
@@ -55,6 +62,8 @@ class RecordManifest(BaseModel):
     created_dirs: list[str] = Field(default_factory=list, max_length=100)
     notes: list[str] = Field(default_factory=list, max_length=1000)
     undone: str | None = None
+    # Records written before this field existed were only ever written complete: "done".
+    state: Literal["applying", "done"] = "done"
 
     @pydantic.field_validator("created_dirs")
     @classmethod
@@ -105,14 +114,20 @@ def _records(folder: Path) -> Iterator[tuple[Path, RecordManifest]]:
 
 
 def _restore_step(folder: Path, rec: Path, step: RecordStep) -> None:
+    """Put one file back as it was: removed if the step created it, else copied back from its
+    backup with its old permission bits, in one atomic rename."""
     path = folder / step.path
     if step.before_sha256 is None:
-        path.unlink(missing_ok=True)
+        remove_file(path)
         return
     assert step.backup is not None
-    atomic_copy(rec / step.backup, path)
+    atomic_copy(rec / step.backup, path, perms=step.before_mode)
+
+
+def _write_manifest(rec: Path, manifest: RecordManifest) -> None:
+    atomic_write_text(rec / MANIFEST, manifest.model_dump_json(indent=2) + "\n")
 
 
 def _mark_undone(rec: Path, manifest: RecordManifest) -> None:
     manifest.undone = datetime.now(UTC).isoformat(timespec="seconds")
-    atomic_write_text(rec / MANIFEST, manifest.model_dump_json(indent=2) + "\n")
+    _write_manifest(rec, manifest)

@@ -192,18 +192,23 @@ def _da_region(hw_code: int, index: int, load_addr: int, size: int, sig_len: int
     return DaRegionSpec(load_addr, code, _filler(b"romkit-da-sig" + tag, sig_len))
 
 
+def s820_da_regions() -> tuple[DaRegionSpec, ...]:
+    """The MT6589 entry's regions of the synthetic DA: [0] at 0x12020000, [1] stage 1 at
+    0x12000000 (SRAM), [2] stage 2 at 0x82038000 (DRAM). The virtual phone runs stage 1 only
+    if it receives exactly region 1's bytes (romkit/sim/known_da.py)."""
+    return (
+        _da_region(p.MT6589_HW_CODE, 0, 0x12020000, 0x1000, 0),
+        _da_region(p.MT6589_HW_CODE, 1, p.MT6589_DA1_ADDR, 0xA000, 0x100),
+        _da_region(p.MT6589_HW_CODE, 2, p.MT6589_DA2_ADDR, 0x18000, 0x100),
+    )
+
+
 def da_s820() -> bytes:
-    """The synthetic DA: an MT6589 entry (hw code 0x6583, hw_ver 0xCA00) with region[0] at
-    0x12020000, stage 1 at 0x12000000 (SRAM), stage 2 at 0x82038000 (DRAM), plus a small
-    second chip entry so that entry selection is exercised."""
+    """The synthetic DA: an MT6589 entry (hw code 0x6583, hw_ver 0xCA00) with the regions of
+    `s820_da_regions`, plus a small second chip entry so that entry selection is exercised."""
     mt6589 = DaEntrySpec(
         hw_code=p.MT6589_HW_CODE, hw_version=p.MT6589_HW_VER, sw_version=p.MT6589_SW_VER,
-        hw_sub_code=0x8A00,
-        regions=(
-            _da_region(p.MT6589_HW_CODE, 0, 0x12020000, 0x1000, 0),
-            _da_region(p.MT6589_HW_CODE, 1, p.MT6589_DA1_ADDR, 0xA000, 0x100),
-            _da_region(p.MT6589_HW_CODE, 2, p.MT6589_DA2_ADDR, 0x18000, 0x100),
-        ),
+        hw_sub_code=0x8A00, regions=s820_da_regions(),
     )
     other = DaEntrySpec(
         hw_code=0x6572, hw_version=0xCA00, hw_sub_code=0x8A00,

@@ -1,10 +1,14 @@
 """The phone side of the legacy download agent: DRAM bring-up, stage 2, eMMC commands.
 
-Written from ../shared/reference/mtk-protocol.md §4 and docs/PROTOCOL.md (the exact bytes),
-not from the host engine. The phone checks what a real DA would check — the EMI table against
-its own memory part, ranges against its partitions, every packet's checksum — and answers
-hostile or malformed requests by the protocol (NACK / unknown-command) instead of failing.
-Error numbers are SP Flash Tool v3 (the MT6589 era) `S_DA_*` codes.
+Written from ../shared/reference/mtk-protocol.md §4, mtkclient's legacy-DA host code
+(`mtkclient/Library/DA/legacy/dalegacy_lib.py`, `dalegacy_flash_param.py`: facts only) and
+the real MT6589 capture in arzam16/empty-sixty-five (`brom-dump/README.md`,
+`images/brom-dump-002.png`), not from the host engine. Where those sources disagree the
+phone follows its dialect (romkit/sim/dialects.py). The phone checks what a real DA would
+check — the EMI table against its own memory part, ranges against its partitions, every
+packet's checksum — and answers hostile or malformed requests by the protocol (NACK /
+unknown-command) instead of failing. Error numbers are SP Flash Tool v3 (the MT6589 era)
+`S_DA_*` codes.
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ from romkit.device import protocol as p
 from romkit.errors import TransportError
 from romkit.sim.factory import pmt_location
 from romkit.sim.faults import FaultTracker
-from romkit.sim.pty_link import LinkTimeout
+from romkit.sim.link import LinkTimeout
 from romkit.sim.session import EmiResult, HostViolation, PhoneConfig, TransferRecord, Wire
 from romkit.sim.storage import EmmcStorage
 
-DA_VERSION = bytes([3, 1, 13])
-NAND_IDS = 5  # an eMMC phone reports five empty NAND-ID slots
+# After the host's ACK of the storage report the DA sends three bytes; with SP Flash Tool's
+# MT6589 DA they are 03 02 86 (capture, brom-dump-002.png frame 881 onwards; issue 14 item 8).
+DA_VERSION = bytes([0x03, 0x02, 0x86])
+# The storage report of the capture: NAND status 0x00000BC4, five NAND-ID slots, all zero.
+NAND_IDS = 5
 S_DA_SETUP_DRAM_FAIL = 0x0BBA
 S_DA_INVALID_RANGE = 0x0BDC
 S_DA_NOR_FLASH_NOT_FOUND = 0x0BC3
@@ -36,6 +43,12 @@ PACKET_MAX = 16 * 1024 * 1024
 # docs/PROTOCOL.md step 3: the stage-2 config fields add up to 22 bytes.
 STAGE2_CONFIG_LEN = 22
 RAM_INFO = b"RAM-Info\x00\x00\x00\x02\x00\x00\x00\x01"  # informative only
+EMI_AS_SENT_IDLE = 0.15  # `as-sent` EMI upload: the host has finished when it pauses this long
+EMI_AS_SENT_MAX = 64 * 1024
+INT_SRAM_SIZE = p.MT6589_SRAM[1] - p.MT6589_SRAM[0]
+RAM_RANDOM_ID = bytes.fromhex("5349d0c5a1b2c3d40f1e2d3c4b5a6978")  # synthetic, stable
+USB_FULL_SPEED, USB_HIGH_SPEED = 0, 1  # USB_CHECK_STATUS answer (mtkclient: 1 = high speed)
+USB_PID_DA = 0x2001  # the DA's VCOM after a speed switch (shared reference §1)
 FORMAT_STEPS = 10
 KNOWN_PARTS = (p.PART_BOOT1, p.PART_BOOT2, p.PART_RPMB, p.PART_USER)
 
@@ -44,6 +57,17 @@ class DisconnectFault(TransportError):
     """The disconnect fault fired: the phone pulls the cable."""
 
     default_hint = "reconnect to the phone and resume"
+
+
+def cid_words_le(cid: bytes) -> bytes:
+    """The CID as the DA sends it: four u32 words, each little-endian.
+
+    Capture (empty-sixty-five brom-dump-002.png frame 877): wire `4d000115 57314738 57250241
+    8f604418` for the CID the DA's UART log prints as words 1501004D 38473157 41022557
+    1844608F (issue 14 item 7). Used for the storage report, the DRAM step's flash ID and the
+    eMMC flash-info block alike (the DA keeps the CID as u32 words).
+    """
+    return b"".join(cid[i:i + 4][::-1] for i in range(0, 16, 4))
 
 
 def parse_emi_entries(blob: bytes) -> list[tuple[int, int, bytes]]:
@@ -82,6 +106,8 @@ class DaStage:
         self.part = p.PART_USER
         self.stream_pos = 0  # data bytes of all WRITE commands accepted in this session
         self.packet_no = 0
+        self.dialect = config.dialect
+        self.speed = USB_HIGH_SPEED if self.dialect.usb_speed == "high" else USB_FULL_SPEED
 
     # -- setup -------------------------------------------------------------------------------
     def run(self) -> int:
@@ -89,7 +115,7 @@ class DaStage:
         self.log.da_started = True
         w.byte(p.SYNC_CHAR)
         w.send(struct.pack(">IH", S_DA_NAND_FLASH_NOT_FOUND, NAND_IDS) + bytes(2 * NAND_IDS))
-        w.send(struct.pack(">I", 0) + self.cfg.cid)
+        w.send(struct.pack(">I", 0) + cid_words_le(self.cfg.cid))
         w.expect(p.ACK, "storage report ACK")
         w.send(DA_VERSION)
         self.log.commands.append(f"DA:CONFIG {w.read(STAGE2_CONFIG_LEN).hex()}")
@@ -102,7 +128,7 @@ class DaStage:
     def _dram(self) -> bool:
         w = self.w
         w.u32(len(self.cfg.cid))
-        w.send(self.cfg.cid)
+        w.send(self._info_cid())
         w.send(struct.pack(">IH", p.DRAM_NAND_IDS, NAND_IDS) + bytes(2 * NAND_IDS))
         op = w.read_byte()
         if op != p.DA_ENABLE_DRAM:
@@ -119,7 +145,7 @@ class DaStage:
         w.send(RAM_INFO)
         w.u32(EMI_READ_LEN)
         w.expect(p.ACK, "ACK before the EMI table")
-        blob = w.read(EMI_READ_LEN)
+        blob = self._emi_blob()
         emi.blob_len = len(blob)
         w.u16(bytesum.byte_sum16(blob))
         w.expect(p.ACK, "ACK of the EMI checksum")
@@ -137,6 +163,24 @@ class DaStage:
         w.byte(0)  # chip select
         w.send(struct.pack(">Q", self.cfg.ram_size if self.dram_up else 0))
         return self.dram_up
+
+    def _info_cid(self) -> bytes:
+        """The CID for the DRAM step and flash info, as the dialect's `info_cid` says."""
+        if self.dialect.info_cid == "natural":
+            return self.cfg.cid
+        return cid_words_le(self.cfg.cid)
+
+    def _emi_blob(self) -> bytes:
+        """The EMI table as the dialect reads it: the announced length, or what was sent."""
+        if self.dialect.emi_upload == "announced":
+            return self.w.read(EMI_READ_LEN)
+        blob = bytearray(self.w.read(1))
+        while len(blob) < EMI_AS_SENT_MAX:
+            try:
+                blob += self.w.read(1, timeout=EMI_AS_SENT_IDLE)
+            except LinkTimeout:
+                break
+        return bytes(blob)
 
     def _stage2(self) -> bool:
         w = self.w
@@ -160,17 +204,28 @@ class DaStage:
         return True
 
     def _flash_info(self) -> None:
+        """NOR, NAND, eMMC, SD, RAM and pass-info blocks, laid out as mtkclient's
+        dalegacy_flash_param.py reads them (Legacy_NorInfo … PassInfo)."""
         s = self.storage.sizes
         nor = struct.pack(">I", S_DA_NOR_FLASH_NOT_FOUND).ljust(p.INFO_NOR_LEN, b"\0")
-        nand = struct.pack(">I", S_DA_NAND_FLASH_NOT_FOUND).ljust(
-            p.INFO_NAND_FIXED_LEN + 2 * NAND_IDS, b"\0")
+        # NAND (Legacy_NandInfo64): ret, chip select, flash id, u64 size, id count — the same
+        # five empty slots the storage report announced — the ids, then 9 bytes of geometry.
+        nand = (struct.pack(">IBHQH", S_DA_NAND_FLASH_NOT_FOUND, 0, 0, 0, NAND_IDS)
+                + bytes(2 * NAND_IDS) + bytes(9))
         emmc = struct.pack(">IQQQQQQQQ", 0, s[p.PART_BOOT1], s[p.PART_BOOT2], s[p.PART_RPMB],
-                           0, 0, 0, 0, s[p.PART_USER]) + self.cfg.cid + b"SIMFW001"
+                           0, 0, 0, 0, s[p.PART_USER]) + self._info_cid() + b"SIMFW001"
         sdc = struct.pack(">I", S_DA_SDMMC_FLASH_NOT_FOUND).ljust(p.INFO_SDC_LEN, b"\0")
-        ram = struct.pack(">IIQQ", 0, p.RAM_TYPE_DRAM, p.MT6589_DRAM_BASE,
-                          self.cfg.ram_size).ljust(p.INFO_RAM_LEN, b"\0")
+        # RAM (Legacy_ConfigInfo): int_sram_ret, int_sram_size, ext_ram_ret, type, chip
+        # select, u64 size, 16-byte random id = 0x26 bytes.
+        ram = struct.pack(">IIIBBQ", 0, INT_SRAM_SIZE, 0 if self.dram_up else
+                          S_DA_SETUP_DRAM_FAIL, p.RAM_TYPE_DRAM, 0,
+                          self.cfg.ram_size) + RAM_RANDOM_ID
         passinfo = struct.pack(">BIIB", p.ACK, 0, 0, p.SOC_OK)
-        self.w.send(nor + nand + emmc + sdc + ram + passinfo)
+        blocks = (nor, nand, emmc, sdc, ram, passinfo)
+        assert [len(b) for b in blocks] == [p.INFO_NOR_LEN, 0x11 + 2 * NAND_IDS + 9,
+                                            p.INFO_EMMC_LEN, p.INFO_SDC_LEN, p.INFO_RAM_LEN,
+                                            p.INFO_PASS_LEN]
+        self.w.send(b"".join(blocks))
 
     # -- command loops -----------------------------------------------------------------------
     def _dead(self) -> int:
@@ -213,12 +268,20 @@ class DaStage:
     def _usb_status(self) -> None:
         self.log.commands.append("DA:USB_CHECK_STATUS")
         self.w.ack()
-        self.w.byte(self.cfg.usb_speed)
+        self.w.byte(self.speed)
 
     def _usb_speed(self) -> None:
+        """70 XX: ACK, then switch to high speed as the dialect says (see dialects.py)."""
         self.log.commands.append("DA:USB_SET_SPEED")
-        self.w.read_byte()
+        wanted = self.w.read_byte()
         self.w.ack()
+        if wanted != USB_HIGH_SPEED or self.speed == USB_HIGH_SPEED:
+            return
+        self.speed = USB_HIGH_SPEED
+        if self.dialect.usb_speed == "full-reenumerate":
+            self.w.link.drain(1.0)  # the ACK reaches the host before the port goes away
+            self.w.reenumerate(USB_PID_DA)
+            self.log.commands.append(f"DA:REENUMERATED {self.w.link.path}")
 
     def _switch_part(self) -> None:
         self.log.commands.append("DA:SWITCH_PART")
@@ -246,7 +309,8 @@ class DaStage:
         rec = TransferRecord("write", part, offset, length)
         self.log.transfers.append(rec)
         if storage_type not in (p.STORAGE_EMMC_WRITE, p.STORAGE_EMMC) or \
-                not self._range_ok(part, offset, length, packet):
+                not self._range_ok(part, offset, length, packet) or \
+                (self.dialect.write_length == "sector" and length % p.SECTOR):
             w.nack()
             return
         w.ack()
@@ -269,7 +333,8 @@ class DaStage:
                 w.byte(p.CONT)
                 break
             done += n
-        w.ack()
+        if self.dialect.write_end == "ack":
+            w.ack()
         rec.ok = True
 
     def _receive_packet(self, n: int, first: bool) -> bytes | None:
@@ -353,19 +418,21 @@ class DaStage:
                 not self._range_ok(self.part, offset, length, None):
             w.nack()
             return
-        w.ack()
+        # format_acks=2 (mtkclient formatflash, shared reference): every progress record and
+        # the end are two ACKs. format_acks=1: one ACK accepts, one per record, one at the end.
+        acks = bytes([p.ACK]) * self.dialect.format_acks
+        if self.dialect.format_acks == 1:
+            w.ack()
         step = -(-length // FORMAT_STEPS)
         done = 0
         while done < length:
             n = min(step, length - done)
             self.storage.zero(self.part, offset + done, n)
             done += n
-            w.ack()
-            w.u32(0)
-            w.byte(done * 100 // length)
+            w.send(acks + struct.pack(">IB", 0, done * 100 // length))
             w.expect(p.ACK, "ACK of a format progress report")
             rec.packets += 1
-        w.ack()
+        w.send(acks)
         rec.ok = True
 
     # -- READ_PMT ----------------------------------------------------------------------------

@@ -27,7 +27,6 @@ from romkit.sim import s820
 SECTOR = p.SECTOR
 TYPE_EXTENDED = 0x05
 TYPE_LINUX = 0x83
-BOOT1_MARKER = b"ROMKIT-SIM BOOT1: no synthetic preloader artifact was available\n"
 PRO_INFO_SERIAL = "S820SIM000001"
 
 
@@ -131,18 +130,41 @@ def text_header(name: str) -> bytes:
     return f"ROMKIT-SIM {name} (synthetic) {extra}\n".encode("ascii")
 
 
-def boot1_image(year: int) -> tuple[bytes, str]:
-    """BOOT1 contents: the BOOT1 form of the synthetic preloader, if its builders exist.
+# BOOT1 header of an eMMC MediaTek boot (../shared/reference/mtk-protocol.md §6):
+# "EMMC_BOOT" (12-byte field), u32 version at 0xC, u32 BRLYT offset at 0x10; "BRLYT" (8-byte
+# field), u32 version, u32 boot_region_addr (where the GFH image starts), u32
+# main_region_addr, 8 descriptors of 20 bytes ("BBBB", u16 dev, u16 type, u32 begin, u32
+# boundary, u32 attr). Offsets 0 / 0x200 / 0x800 are the reference's typical layout; the
+# device and type codes of descriptor 0 are our reading.
+BOOT1_BRLYT_AT = 0x200
+BOOT1_IMAGE_AT = 0x800
+BRLYT_DEV_EMMC = 0x0005
+BRLYT_TYPE_BOOTLOADER = 0x0001
+GFH_FILE_LEN_AT = 0x20  # u32 file_len in the GFH FILE_INFO block (reference §6)
 
-    Imported lazily because the artifact builders are another module's work; without them
-    BOOT1 carries a marker so the state is still usable.
-    """
-    try:
-        from romkit.firmware.preloader import to_boot1_image
-        from romkit.sim.artifacts import preloader_s820
-    except ImportError:
-        return BOOT1_MARKER, "marker"
-    return to_boot1_image(preloader_s820(year)), f"preloader {year}"
+
+def boot1_form(raw: bytes) -> bytes:
+    """The raw (GFH) preloader wrapped as eMMC BOOT1 holds it, padded to whole sectors."""
+    (file_len,) = struct.unpack_from("<I", raw, GFH_FILE_LEN_AT)
+    image = raw[:file_len]
+    main_region = BOOT1_IMAGE_AT + -(-len(image) // p.SECTOR) * p.SECTOR
+    out = bytearray(main_region)
+    out[0:12] = b"EMMC_BOOT".ljust(12, b"\x00")
+    struct.pack_into("<II", out, 0x0C, 1, BOOT1_BRLYT_AT)
+    b = BOOT1_BRLYT_AT
+    out[b:b + 8] = b"BRLYT".ljust(8, b"\x00")
+    struct.pack_into("<III", out, b + 0x08, 1, BOOT1_IMAGE_AT, main_region)
+    struct.pack_into("<4sHHIII", out, b + 0x14, b"BBBB", BRLYT_DEV_EMMC, BRLYT_TYPE_BOOTLOADER,
+                     BOOT1_IMAGE_AT, main_region, 1)
+    out[BOOT1_IMAGE_AT:BOOT1_IMAGE_AT + len(image)] = image
+    return bytes(out)
+
+
+def boot1_image(year: int) -> tuple[bytes, str]:
+    """BOOT1 contents: the BOOT1 form of the synthetic preloader of that build year."""
+    from romkit.sim.artifacts import preloader_s820
+
+    return boot1_form(preloader_s820(year)), f"preloader {year}"
 
 
 def factory_contents(user_size: int, year: int) -> tuple[dict[int, list[tuple[int, bytes]]],

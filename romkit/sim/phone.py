@@ -1,24 +1,34 @@
-"""`VirtualPhone`: a Lenovo S820-like MT6589 in download mode, on a real pseudo-terminal.
+"""`VirtualPhone`: a Lenovo S820-like MT6589 in download mode, on a pty or a TCP port.
 
 One thread plays the phone: it waits for the BROM handshake, serves the BROM commands, runs
 the DA the host uploaded, and keeps its eMMC in sparse files in a state folder. Tests and the
-demo talk to it through the pty path exactly as they would talk to hardware.
+demo talk to it through its port (a real pseudo-terminal, or `socket://127.0.0.1:N` with
+`link="tcp"`; romkit/sim/link.py) exactly as they would talk to hardware. Where the public
+evidence is contested the phone follows its dialect (romkit/sim/dialects.py).
 
-Sessions and the port ("reconnect" rules):
-- After FINISH the phone reboots into download mode on the *same* pty path (the host simply
-  closes and reopens the port). With `once=True` it closes the pty instead (host sees EOF)
-  and stops.
+Sessions and the port follow the real USB life cycle (docs/SIM.md):
+- Every port the phone appears on is announced in romkit/virtualports.py with a stable
+  `phone_id`, the USB PID of its stage (0x0003 BROM, 0x2000 preloader, 0x2001 DA after a
+  speed switch) and a `generation` that grows by one on every re-enumeration; `on_port` /
+  `port` report it too. Stopping the phone withdraws the announcement.
+- Wherever a real phone resets, its USB port disappears and a new one comes: after FINISH,
+  after a watchdog software reset, and (in the `full-reenumerate` dialect) when the DA
+  switches to high speed — then the session goes on, in the DA, on the new port. The old
+  pty is closed (the host sees EOF / an I/O error). With `once=True` the phone stops after
+  the first session instead of coming back.
 - If the host closes the port after the handshake, the session ends ("host-closed") and a new
   one starts on the same path — like replugging the cable. Opening and closing the port
   before the handshake is ignored.
+- JUMP_DA into bytes that are no DA the phone knows crashes it: it goes silent until the
+  host closes the port ("da-crashed"), then starts over on the same port.
 - A `disconnect` fault, a closed preloader `window`, a protocol violation by the host or a
-  storage failure unplug the phone: the pty is closed (host sees EOF / I/O error) and the
-  next session gets a fresh pty, whose path is reported through `on_port` / `port` (Linux
-  usually hands out the same /dev/pts number again, but do not rely on it).
+  storage failure unplug the phone: the pty is closed and the next session gets a new port.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -26,19 +36,27 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from romkit import paths
+from romkit import paths, virtualports
 from romkit.device import protocol as p
 from romkit.errors import DeviceTimeout, RomkitError, StorageError, UsageError
 from romkit.sim import s820
-from romkit.sim.brom_stage import BromStage, WindowClosed
+from romkit.sim.brom_stage import BromStage, DaCrashed, PhoneReset, WindowClosed
 from romkit.sim.da_stage import DaStage, DisconnectFault
+from romkit.sim.dialects import Dialect, resolve
 from romkit.sim.factory import factory_contents
 from romkit.sim.faults import FaultPlan, FaultTracker
-from romkit.sim.pty_link import HostGone, PhoneStopped, PtyLink
+from romkit.sim.link import HostGone, Link, PhoneStopped, open_link, parse_link
 from romkit.sim.session import HostViolation, PhoneConfig, SessionLog, Wire, parse_memory_id
 from romkit.sim.storage import EmmcStorage, part_sizes
+from romkit.trace import TraceWriter
 
+# The default is BROM mode: SP Flash Tool-style clients (spft-replay, bootrom-tool) expect the
+# boot ROM (GET_BL_VER answered 0xFE, USB PID 0x0003); an S820 whose preloader is broken
+# (the bootloop users bring us) only has the BROM left. `preloader` stays available.
 BOOT_MODES = ("brom", "preloader")
+DEFAULT_BOOT = "brom"
+USB_PID = {"brom": 0x0003, "preloader": 0x2000}
+_PHONE_NUMBERS = itertools.count(1)
 
 
 def default_state_dir(storage: str = "4G") -> Path:
@@ -51,9 +69,11 @@ class VirtualPhone:
 
     def __init__(self, state_dir: Path | str | None = None, *, year: int = 2013,
                  memory_id: bytes | str | None = None, storage: str = "4G",
-                 boot: str = "preloader", faults: FaultPlan | None = None, once: bool = False,
-                 usb_speed: int = 1, packet_timeout: float = 0.5, reset: bool = False,
-                 on_port: Callable[[str], None] | None = None) -> None:
+                 boot: str = DEFAULT_BOOT, faults: FaultPlan | None = None, once: bool = False,
+                 dialect: str | Dialect | None = None, packet_timeout: float = 0.5,
+                 reset: bool = False, on_port: Callable[[str], None] | None = None,
+                 trace: Path | str | None = None, phone_id: str | None = None,
+                 link: str | None = None) -> None:
         if year not in s820.PARTS_BY_YEAR:
             years = " or ".join(map(str, s820.PARTS_BY_YEAR))
             raise UsageError(f"the virtual S820 is built in {years}, not {year}",
@@ -61,22 +81,28 @@ class VirtualPhone:
         if boot not in BOOT_MODES:
             raise UsageError(f"unknown boot mode {boot!r}", hint="use brom or preloader")
         part_sizes(storage)  # validates the variant
+        self.link_spec = parse_link(link)
         self.config = PhoneConfig(cid=parse_memory_id(memory_id, year), year=year,
                                   storage=storage, boot=boot,  # type: ignore[arg-type]
-                                  usb_speed=usb_speed, packet_timeout=packet_timeout)
+                                  dialect=resolve(dialect), packet_timeout=packet_timeout)
         self.custom_memory = memory_id is not None
         self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir(storage)
         self.storage = EmmcStorage(self.state_dir, storage)
         self.faults = FaultTracker(faults)
         self.once = once
         self.on_port = on_port
+        self.phone_id = phone_id or f"romkit-sim-{os.getpid()}-{next(_PHONE_NUMBERS)}"
+        self.generation = -1
+        self.usb_pid = USB_PID[boot]
+        self.trace_path = Path(trace) if trace is not None else None
+        self._trace: TraceWriter | None = None
         self.port: str | None = None
         self.sessions: list[SessionLog] = []
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._link: PtyLink | None = None
+        self._link: Link | None = None
         self._returned = 0
         self._prepare_state(reset)
 
@@ -122,6 +148,12 @@ class VirtualPhone:
             "storage": self.config.storage,
             "user_size": self.storage.sizes[p.PART_USER],
             "boot": self.config.boot,
+            "link": self.link_spec[0],
+            "dialect": self.config.dialect.name,
+            "knobs": self.config.dialect.knobs(),
+            "phone_id": self.phone_id,
+            "generation": self.generation,
+            "usb_pid": f"{self.usb_pid:#06x}",
             "faults": self.faults.plan.describe(),
             "state_dir": str(self.state_dir),
         }
@@ -137,37 +169,68 @@ class VirtualPhone:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> str:
-        """Plug the phone in: open the pty, start the phone thread, return the port path."""
+        """Plug the phone in: open its port, start the phone thread, return the port."""
         if self._thread is not None:
             raise UsageError("this virtual phone is already started",
                              hint="create a new VirtualPhone for a second run")
-        port = self._open_link().path
+        if self.trace_path is not None:
+            self._trace = TraceWriter(self.trace_path, side="phone", phone_id=self.phone_id,
+                                      dialect=self.config.dialect.name, boot=self.config.boot)
+        port = self._open_link(USB_PID[self.config.boot]).path
         self._thread = threading.Thread(target=self._run, name="virtual-s820", daemon=True)
         self._thread.start()
         return port
 
-    def _open_link(self) -> PtyLink:
+    def _open_link(self, pid: int) -> Link:
+        """Enumerate: a new port with USB PID `pid`, announced as the next generation."""
         try:
-            link = PtyLink(self._stop, self.faults.plan.rate)
+            link = open_link(self.link_spec, self._stop, self.faults.plan.rate, self._trace,
+                             first=self.generation < 0)
         except OSError as exc:
+            if self.link_spec[0] == "tcp":
+                raise UsageError(f"cannot listen on {self.link_spec[1]}:{self.link_spec[2]}: "
+                                 f"{exc.strerror}", hint="use another port, or --link tcp "
+                                 "to let the system choose one") from exc
             raise StorageError(f"cannot open a pseudo-terminal: {exc.strerror}",
                                hint="the system may be out of ptys; close other sessions"
                                ) from exc
         self._link = link
         self.port = link.path
+        self.usb_pid = pid
+        self.generation += 1
+        virtualports.announce(virtualports.VirtualPort(
+            phone_id=self.phone_id, port=link.path, pid=pid, owner_pid=os.getpid(),
+            generation=self.generation))
+        if self._trace is not None:
+            self._trace.event(f"open {link.path} pid={pid:#06x} generation={self.generation}")
         if self.on_port is not None:
             self.on_port(link.path)
         return link
 
+    def _close_link(self, why: str) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            link.close()
+            if self._trace is not None:
+                self._trace.event(f"close {link.path} ({why})")
+
+    def _reenumerate(self, pid: int) -> Link:
+        """The USB controller re-enumerates: the old port goes, a new one comes (listening)."""
+        self._close_link("re-enumeration")
+        link = self._open_link(pid)
+        link.listen()
+        return link
+
     def stop(self, timeout: float = 5.0) -> None:
-        """Unplug: end the session, close the pty, release the storage files."""
+        """Unplug: end the session, close the port, withdraw it, release the storage files."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self._link is not None:
-            self._link.close()
-            self._link = None
+        self._close_link("unplugged")
+        virtualports.withdraw(self.phone_id)
         self.storage.close()
+        if self._trace is not None:
+            self._trace.close()
         with self._cond:
             self._cond.notify_all()
 
@@ -211,17 +274,20 @@ class VirtualPhone:
         index = 0
         try:
             while not self._stop.is_set():
-                link = self._link if self._link is not None else self._open_link()
+                link = self._link if self._link is not None else self._open_link(
+                    USB_PID[self.config.boot])
+                link.listen()
                 log = SessionLog(index=index, port=link.path, boot=self.config.boot)
                 index += 1
                 with self._cond:
                     self.sessions.append(log)
+                if self._trace is not None:
+                    self._trace.event(f"session {log.index} on {link.path}")
                 outcome, unplug = self._session(link, log)
                 if unplug or self.once:
-                    if outcome == "finish":
-                        link.drain(1.0)
-                    link.close()
-                    self._link = None
+                    if outcome in ("finish", "reset") and self._link is not None:
+                        self._link.drain(1.0)
+                    self._close_link(outcome)
                 with self._cond:
                     log.outcome = outcome
                     log.ended = time.time()
@@ -234,13 +300,17 @@ class VirtualPhone:
             with self._cond:
                 self._cond.notify_all()
 
-    def _session(self, link: PtyLink, log: SessionLog) -> tuple[str, bool]:
+    def _session(self, link: Link, log: SessionLog) -> tuple[str, bool]:
         """Run one session; returns (outcome, whether to unplug the pty)."""
-        wire = Wire(link, log)
+        wire = Wire(link, log, self._reenumerate)
         try:
             BromStage(wire, self.config, self.faults.plan.window).run()
             DaStage(wire, self.config, self.storage, self.faults).run()
-            return "finish", False
+            return "finish", True  # the phone reboots: its port goes away
+        except PhoneReset:
+            return "reset", True
+        except DaCrashed:
+            return ("da-crashed", False) if self._silent(wire) else ("stopped", True)
         except WindowClosed:
             log.faults_fired.append(f"window={self.faults.plan.window:g}")
             return "window-closed", True
@@ -256,6 +326,19 @@ class VirtualPhone:
         except RomkitError as exc:
             log.violation = exc.message
             return "error", True
+
+
+    def _silent(self, wire: Wire) -> bool:
+        """A crashed DA: ignore everything until the host lets go of the port (True) or the
+        phone is stopped (False)."""
+        try:
+            while True:
+                wire.read(1)
+                wire.link.discard_input()
+        except HostGone:
+            return True
+        except PhoneStopped:
+            return False
 
 
 def serve(phone: VirtualPhone,

@@ -9,18 +9,23 @@ boot image headers, ext4 superblocks), a valid checksum.ini and a build-info fil
 Every file says "ROMKIT SYNTHETIC" in its own bytes so nobody mistakes it for real firmware,
 and the output is deterministic: the same arguments give byte-identical files (content is
 SHAKE-256 of a seed made from the build id, android version and file name).
+
+Independence (issue 14): everything here — the scatter text, the checksum.ini, the sparse
+image — is written by this module from the public format facts (../shared/reference/
+spft-formats.md §1–2, AOSP's sparse_format.h), never with romkit.firmware. romkit's parsers
+then read these files as they would read a vendor package, so the two implementations check
+each other.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
+from romkit import __version__, bytesum
 from romkit.errors import UsageError
-from romkit.firmware.checksum import CHECKSUM_NAMES, compute_checksums, render_checksum_ini
-from romkit.firmware.images import SPARSE_HEADER, SPARSE_MAGIC
-from romkit.firmware.scatter import Layout, parse_scatter_text, write_scatter
 from romkit.fsutil import atomic_write_bytes, atomic_write_text
 from romkit.sim import s820
 
@@ -50,6 +55,32 @@ IMAGES: tuple[tuple[str, str, int], ...] = (
     ("userdata.img", "USRDATA", 256 * 1024),
 )
 SPARSE_EXPANDED = 64 * 1024 * 1024  # system.img's expanded size when built sparse
+# Android sparse image (AOSP libsparse sparse_format.h): magic, major 1, minor 0, 28-byte file
+# header, 12-byte chunk headers; chunk types RAW 0xCAC1, DONT_CARE 0xCAC3.
+SPARSE_MAGIC = 0xED26FF3A
+SPARSE_FILE_HEADER = struct.Struct("<IHHHHIIII")
+CHUNK_RAW, CHUNK_DONT_CARE = 0xCAC1, 0xCAC3
+# checksum.ini in CheckSum_Gen's v5 shape (spft-formats.md §2 (B)): SP Flash Tool looks for it
+# as Checksum.ini; values are 16-bit byte sums of the image files.
+CHECKSUM_INI = "Checksum.ini"
+NODL = "__NODL_"
+MARKERS = ("BMTPOOL",)  # scatter entries that are sentinels, not partitions
+USER_OFFSET = 0x600000  # linear → user-area physical (mtk-protocol.md §9)
+
+
+@dataclass(frozen=True)
+class Region:
+    """One scatter entry of the synthetic layout, as this builder needs it."""
+
+    name: str  # without __NODL_
+    linear: int
+    size: int | None  # None: up to the end of the user area (the last real partition)
+    download: bool  # has an image in the package (not __NODL_, not a marker)
+
+    @property
+    def physical(self) -> int:
+        """Offset in its hardware partition: PRELOADER is BOOT1 at 0, the rest the user area."""
+        return 0 if self.name == "PRELOADER" else self.linear - USER_OFFSET
 
 
 def _filler(seed: bytes, name: str, n: int) -> bytes:
@@ -61,9 +92,25 @@ def _notice(what: str) -> bytes:
     return f"{NOTICE} :: {what}".encode()
 
 
-def _layout() -> Layout:
-    text = f"# {NOTICE}\n" + "".join(f"{name} 0x{addr:x}\n{{\n}}\n" for name, addr in s820.LAYOUT)
-    return parse_scatter_text(text, SCATTER_NAME)
+def scatter_text() -> str:
+    """The old-format MT6589 scatter ("NAME 0xADDR" then "{" "}", as in the Lenovo S960
+    fixture): one entry per s820.LAYOUT region, after a comment saying it is synthetic."""
+    return f"# {NOTICE}\n" + "".join(f"{name} 0x{addr:x}\n{{\n}}\n"
+                                      for name, addr in s820.LAYOUT)
+
+
+def regions() -> dict[str, Region]:
+    """The layout's regions by name; a size runs to the next entry's start."""
+    out: dict[str, Region] = {}
+    entries = list(s820.LAYOUT)
+    for i, (raw, linear) in enumerate(entries):
+        name = raw.removeprefix(NODL)
+        if name in MARKERS:
+            continue
+        nxt = entries[i + 1] if i + 1 < len(entries) else None
+        size = None if nxt is None or nxt[0].removeprefix(NODL) in MARKERS else nxt[1] - linear
+        out[name] = Region(name, linear, size, not raw.startswith(NODL))
+    return out
 
 
 def _size(base: int, scale: float, minimum: int, limit: int | None) -> int:
@@ -84,13 +131,12 @@ def _partition_table(what: str, entries: list[bytes]) -> bytes:
     return boot + table + b"\x55\xaa"
 
 
-def _tables(layout: Layout) -> dict[str, bytes]:
+def _tables(layout: dict[str, Region]) -> dict[str, bytes]:
     """MBR / EBR1 / EBR2 with entries computed from the layout (LBAs in 512-byte sectors)."""
     def part(name: str) -> tuple[int, int]:
-        p = layout.get(name)
-        assert p is not None and p.physical_start is not None
-        size = p.size if p.size is not None else s820.USER_SIZE["4G"] - p.physical_start
-        return p.physical_start // SECTOR, size // SECTOR
+        p = layout[name]
+        size = p.size if p.size is not None else s820.USER_SIZE["4G"] - p.physical
+        return p.physical // SECTOR, size // SECTOR
 
     ebr1_lba, _ = part("EBR1")
     ebr2_lba, _ = part("EBR2")
@@ -145,11 +191,11 @@ def _sparse(raw: bytes, expanded: int) -> bytes:
     raw_blocks = -(-len(raw) // BLOCK)
     total = max(raw_blocks, expanded // BLOCK)
     padded = raw.ljust(raw_blocks * BLOCK, b"\0")
-    chunks = [struct.pack("<HHII", 0xCAC1, 0, raw_blocks, 12 + len(padded)) + padded]
+    chunks = [struct.pack("<HHII", CHUNK_RAW, 0, raw_blocks, 12 + len(padded)) + padded]
     if total > raw_blocks:
-        chunks.append(struct.pack("<HHII", 0xCAC3, 0, total - raw_blocks, 12))
-    header = SPARSE_HEADER.pack(SPARSE_MAGIC, 1, 0, SPARSE_HEADER.size, 12, BLOCK, total,
-                                len(chunks), 0)
+        chunks.append(struct.pack("<HHII", CHUNK_DONT_CARE, 0, total - raw_blocks, 12))
+    header = SPARSE_FILE_HEADER.pack(SPARSE_MAGIC, 1, 0, SPARSE_FILE_HEADER.size, 12, BLOCK,
+                                     total, len(chunks), 0)
     return header + b"".join(chunks)
 
 
@@ -177,7 +223,7 @@ def build_s820_folder(dest: Path, *, preloader: bytes, da: bytes | None = None,
     if not image_scale > 0 or image_scale > 64:
         raise UsageError(f"image_scale {image_scale} is out of range",
                          hint="use a positive factor up to 64")
-    layout = _layout()
+    layout = regions()
     target = Path(dest) / "target_bin"
     seed = hashlib.sha256(f"romkit-s820|{build_id}|{android}".encode()).digest()
     files: dict[str, bytes] = {
@@ -185,15 +231,14 @@ def build_s820_folder(dest: Path, *, preloader: bytes, da: bytes | None = None,
         **_tables(layout),
     }
     for file, part, base in IMAGES:
-        p = layout.get(part)
-        assert p is not None
+        p = layout[part]
         minimum = 4 * PAGE if file in ("boot.img", "recovery.img") else BLOCK
         size = _size(base, image_scale, minimum, p.size)
         data = _image(file, part, size, seed)
         if file == "system.img" and sparse_system:
             data = _sparse(data, _size(SPARSE_EXPANDED, image_scale, size, p.size))
         files[file] = data
-    atomic_write_text(target / SCATTER_NAME, write_scatter(layout))
+    atomic_write_text(target / SCATTER_NAME, scatter_text())
     for name, data in files.items():
         atomic_write_bytes(target / name, data)
     info = [f"# {NOTICE}", f"ro.build.display.id={build_id}",
@@ -201,13 +246,21 @@ def build_s820_folder(dest: Path, *, preloader: bytes, da: bytes | None = None,
             "ro.product.device=S820_ROW", "ro.board.platform=mt6589",
             "ro.romkit.synthetic=true"]
     atomic_write_text(target / "build_info.txt", "\n".join(info) + "\n")
-    sums = compute_checksums({p.name: target / _file_for(p.name) for p in
-                              layout.download_partitions if _file_for(p.name)})
-    atomic_write_text(target / CHECKSUM_NAMES[0],
-                      render_checksum_ini(sums, change_id=CHANGE_ID, comment=NOTICE))
+    sums = {r.name: bytesum.byte_sum16(files[_file_for(r.name)])
+            for r in layout.values() if r.download and _file_for(r.name)}
+    atomic_write_text(target / CHECKSUM_INI, checksum_ini_text(sums))
     if da is not None:
         atomic_write_bytes(Path(dest) / FLASH_TOOL_DIR / DA_NAME, bytes(da))
     return target
+
+
+def checksum_ini_text(sums: dict[str, int]) -> str:
+    """checksum.ini in CheckSum_Gen's v5 shape: [VERSION], [IsEnableChecksum], [CheckSum]
+    with one `NAME=0xXXXX` line per image, in scatter order (spft-formats.md §2 (B))."""
+    lines = [f"; {NOTICE}", "[VERSION]", "VERSION=V1", f"TOOL=romkit {__version__}",
+             f"Change_ID={CHANGE_ID}", "[IsEnableChecksum]", "CHECKSUM_SWITCH=1", "[CheckSum]"]
+    lines += [f"{name}=0x{value & 0xFFFF:04X}" for name, value in sums.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _file_for(partition: str) -> str:

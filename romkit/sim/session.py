@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from romkit.device import protocol as p
 from romkit.errors import ProtocolError, UsageError
 from romkit.sim import s820
-from romkit.sim.pty_link import PtyLink
+from romkit.sim.dialects import DEFAULT_DIALECT, DIALECTS, Dialect
+from romkit.sim.link import Link
 
 Boot = Literal["brom", "preloader"]
 CID_LEN = 16
@@ -34,6 +36,8 @@ def parse_memory_id(value: bytes | str | None, year: int) -> bytes:
             raise UsageError(f"no memory part is known for year {year}",
                              hint=f"use one of {', '.join(map(str, s820.PARTS_BY_YEAR))}")
         return s820.PARTS_BY_YEAR[year].cid
+    if isinstance(value, str) and value.strip().lower() == "capture":
+        return s820.CAPTURED_CID
     if isinstance(value, str):
         text = value.strip().lower().removeprefix("0x").replace(" ", "").replace(":", "")
         try:
@@ -56,8 +60,8 @@ class PhoneConfig:
     cid: bytes
     year: int = 2013
     storage: str = "4G"
-    boot: Boot = "preloader"
-    usb_speed: int = 1  # 1 = high speed, as reported to USB_CHECK_STATUS
+    boot: Boot = "brom"
+    dialect: Dialect = DIALECTS[DEFAULT_DIALECT]
     ram_size: int = 0x40000000  # 1 GiB LPDDR2
     packet_timeout: float = 0.5  # how long the DA waits for the rest of a packet
 
@@ -101,6 +105,7 @@ class SessionLog:
     registers: dict[str, int] = field(default_factory=dict)
     da_loads: list[dict[str, int]] = field(default_factory=list)
     da_started: bool = False
+    da_name: str | None = None  # which recognised DA the phone ran
     stage2: dict[str, int] | None = None
     emi: EmiResult | None = None
     transfers: list[TransferRecord] = field(default_factory=list)
@@ -109,6 +114,7 @@ class SessionLog:
     faults_fired: list[str] = field(default_factory=list)
     finish_mode: int | None = None
     violation: str | None = None
+    ports: list[str] = field(default_factory=list)  # every port this session spoke on
 
     @property
     def writes(self) -> list[TransferRecord]:
@@ -121,11 +127,26 @@ class SessionLog:
 
 
 class Wire:
-    """Big-endian framing helpers over the link, shared by the BROM and DA stages."""
+    """Big-endian framing helpers over the link, shared by the BROM and DA stages.
 
-    def __init__(self, link: PtyLink, log: SessionLog) -> None:
+    `reenumerate(pid)` is the phone's USB controller: it drops the current port, appears on
+    a new one with that USB PID and returns the new link, which the wire uses from then on.
+    """
+
+    def __init__(self, link: Link, log: SessionLog,
+                 reenumerate: Callable[[int], Link] | None = None) -> None:
         self.link = link
         self.log = log
+        self._reenumerate = reenumerate
+        log.ports.append(link.path)
+
+    def reenumerate(self, pid: int) -> None:
+        """Re-enumerate on a new port (USB speed switch); the session goes on there."""
+        if self._reenumerate is None:
+            raise ProtocolError("this phone cannot re-enumerate",
+                                hint="start it through VirtualPhone")
+        self.link = self._reenumerate(pid)
+        self.log.ports.append(self.link.path)
 
     def send(self, data: bytes) -> None:
         self.link.write(data)

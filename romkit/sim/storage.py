@@ -36,7 +36,7 @@ def _libc_fallocate() -> Callable[..., int] | None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         fn = libc.fallocate
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: no CDLL(None) on Windows
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
     fn.restype = ctypes.c_int
@@ -44,6 +44,25 @@ def _libc_fallocate() -> Callable[..., int] | None:
 
 
 _FALLOCATE = _libc_fallocate()
+_SEEK_DATA = getattr(os, "SEEK_DATA", None)  # sparse-file extents (Linux, macOS)
+_SEEK_HOLE = getattr(os, "SEEK_HOLE", None)
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+
+
+def _pread(fd: int, n: int, offset: int) -> bytes:
+    """os.pread where it exists; else seek + read (callers hold the storage lock)."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, n, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, n)
+
+
+def _pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
+    """os.pwrite where it exists; else seek + write (callers hold the storage lock)."""
+    if hasattr(os, "pwrite"):
+        return os.pwrite(fd, data, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.write(fd, data)
 
 
 def part_sizes(storage: str) -> dict[int, int]:
@@ -128,7 +147,7 @@ class EmmcStorage:
         if fd is None:
             path = self.state_dir / PART_FILES[part]
             try:
-                fd = os.open(path, os.O_RDWR)
+                fd = os.open(path, os.O_RDWR | _O_BINARY)
             except OSError as exc:
                 raise StorageError(f"cannot open {path}: {exc.strerror}",
                                    hint="run `romkit sim --reset` to recreate the state") from exc
@@ -165,7 +184,7 @@ class EmmcStorage:
             chunks = []
             done = 0
             while done < length:
-                chunk = os.pread(fd, min(length - done, 1 << 26), offset + done)
+                chunk = _pread(fd, min(length - done, 1 << 26), offset + done)
                 if not chunk:  # past EOF cannot happen for a correctly sized file
                     chunk = bytes(length - done)
                 chunks.append(chunk)
@@ -180,7 +199,7 @@ class EmmcStorage:
             done = 0
             try:
                 while done < len(view):
-                    done += os.pwrite(fd, view[done:], offset + done)
+                    done += _pwrite(fd, view[done:], offset + done)
             except OSError as exc:
                 raise StorageError(f"the virtual eMMC could not be written: {exc.strerror}",
                                    hint="free disk space in the --state folder") from exc
@@ -193,8 +212,11 @@ class EmmcStorage:
             fd = self._fd(pid)
             pos = offset
             while pos < end:
+                if _SEEK_DATA is None or _SEEK_HOLE is None:  # no extent map: all is data
+                    self._zero_extent(fd, pos, end - pos)
+                    return
                 try:
-                    data_at = os.lseek(fd, pos, os.SEEK_DATA)
+                    data_at = os.lseek(fd, pos, _SEEK_DATA)
                 except OSError as exc:
                     if exc.errno == errno.ENXIO:  # only holes from here on
                         return
@@ -202,7 +224,7 @@ class EmmcStorage:
                 if data_at >= end:
                     return
                 try:
-                    hole_at = min(os.lseek(fd, data_at, os.SEEK_HOLE), end)
+                    hole_at = min(os.lseek(fd, data_at, _SEEK_HOLE), end)
                 except OSError:
                     hole_at = end
                 self._zero_extent(fd, data_at, hole_at - data_at)
@@ -215,7 +237,7 @@ class EmmcStorage:
         done = 0
         while done < length:
             n = min(len(zeros), length - done)
-            done += os.pwrite(fd, zeros[:n], offset + done)
+            done += _pwrite(fd, zeros[:n], offset + done)
 
     def allocated_bytes(self, part: int | str) -> int:
         """Bytes the partition's file really occupies on disk (sparse-ness checks)."""

@@ -9,6 +9,8 @@ BOOT1 wrapping and unwrapping).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fuzzlib import fuzz_settings, mutated_bytes, only_romkit_errors
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 from romkit.firmware.preloader import (
     compare_preloaders,
     from_boot1_image,
+    parse_emi_table,
     parse_preloader,
     to_boot1_image,
 )
@@ -93,3 +96,19 @@ def test_unmutated_tables_read_back_as_built(specs: list[EmiSpec]) -> None:
     info = parse_preloader(build_preloader(specs))
     assert [(e.type, e.id_length, e.id) for e in info.entries] == \
         [(s.type, s.length, s.part_id.ljust(16, b"\x00")[:s.length]) for s in specs]
+
+
+# Real bare EMI tables, one per layout family (tests/fixtures/real/emi, SOURCES.md there).
+_EMI = Path(__file__).resolve().parent.parent / "fixtures" / "real" / "emi"
+BARE = tuple(next(_EMI.glob(f"v{v:02d}_*")).read_bytes() for v in (8, 10, 11, 14, 25, 36, 52))
+
+
+@FUZZ
+@given(mutated_bytes(BARE, [(0, 0x70), (0x64, 0x78), (0x70, 0x200)]))
+def test_mutated_bare_emi_table_raises_only_romkit_errors(data: bytes) -> None:
+    info = only_romkit_errors(parse_emi_table, data)
+    if info is None:
+        return
+    assert info.form == "emi"
+    _use(info)
+    assert parse_preloader(data).entries == info.entries

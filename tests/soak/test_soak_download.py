@@ -126,3 +126,56 @@ def test_download_killed_at_random_points_then_resumed(soak_seed: int) -> None:
         have = covered(checkpoints[-1][0]) if checkpoints else 0
         assert sum(s.sent for s in last) == SIZE - have, \
             "the final run fetched more (or less) than what was missing"
+
+
+CHILD_NO_HASH = """
+import sys
+from romkit.fetch.download import Candidate, DownloadOptions, DownloadTarget, download
+download(DownloadTarget(file_name=sys.argv[2], key="SOAK_ADHOC"), [Candidate(url=sys.argv[1])],
+         options=DownloadOptions(piece_size=int(sys.argv[3]), connections=2, backoff=0.01,
+                                 backoff_max=0.05, state_interval=0.05))
+"""
+
+
+def test_file_changing_on_the_server_between_kills_is_never_spliced(soak_seed: int) -> None:
+    """No published size or hash; the mirror publishes a new version of the file (same size)
+    after a random kill, sometimes with ETag only, Last-Modified only or no validator. The
+    file that finally lands is exactly one version (never old head + new tail), and the
+    sha256 recorded as first-seen is that file's."""
+    rng = random.Random(soak_seed)
+    versions = [hashlib.shake_256(f"soak-v{i}-{soak_seed}".encode()).digest(SIZE)
+                for i in range(3)]
+    cache = paths.cache_dir() / "downloads"
+    final = cache / NAME
+    validators = rng.choice(["both", "etag", "last-modified", "none"])
+    current = 0
+    with seeded(soak_seed, f"download changed between kills ({validators})"), \
+            LocalServer({NAME: versions[0]}, rate=RATE,
+                        validators=validators) as srv:  # type: ignore[arg-type]
+        url = srv.url(NAME)
+        for k in range(rng.randint(2, 4)):
+            proc = subprocess.Popen([sys.executable, "-c", CHILD_NO_HASH, url, NAME,
+                                     str(PIECE)], env=dict(os.environ))
+            try:
+                proc.wait(timeout=rng.uniform(0.2, 1.2))
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+            rc = proc.wait(timeout=10)
+            assert srv.wait_idle()
+            if rc == 0:
+                assert final.read_bytes() == versions[current]
+                final.unlink()  # download again, as after a `--force`
+                (paths.data_dir() / "observed-hashes.json").unlink()
+            else:
+                assert rc == -signal.SIGKILL, f"child {k} failed on its own (rc {rc})"
+            if rng.random() < 0.6 and current + 1 < len(versions):
+                current += 1
+                srv.add(NAME, versions[current])
+        srv.rate = None
+        res = download(DownloadTarget(file_name=NAME, key="SOAK_ADHOC"), [Candidate(url=url)],
+                       options=DownloadOptions(piece_size=PIECE, backoff=0.01,
+                                               backoff_max=0.05))
+    assert final.read_bytes() == versions[current], "the landed file mixes two versions"
+    recorded = json.loads((paths.data_dir() / "observed-hashes.json").read_text())
+    assert recorded["SOAK_ADHOC"]["sha256"] == res.sha256 == hashlib.sha256(
+        versions[current]).hexdigest()
