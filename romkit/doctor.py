@@ -29,6 +29,9 @@ from pydantic import BaseModel, Field
 from romkit.device import protocol as P
 from romkit.device.transport import port_mode
 from romkit.paths import cache_dir
+from romkit.sysimg.ext4 import TOOLS as E2FS_TOOLS
+from romkit.sysimg.ext4 import install_command as e2fs_install_command
+from romkit.sysimg.ext4 import tool_versions as e2fs_versions
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -92,6 +95,8 @@ class SystemFacts(BaseModel):
     disk_path: str | None = None  # nearest existing folder of cache_dir, where space was measured
     disk_free: int | None = None
     notes: list[str] = Field(default_factory=list)  # what could not be gathered, and why
+    # e2fsprogs tool → version line (None: missing); None: not looked for
+    e2fsprogs: dict[str, str | None] | None = None
 
 
 class CheckResult(BaseModel):
@@ -399,6 +404,7 @@ def gather_facts(udev_dirs: Sequence[Path] = UDEV_DIRS, proc_dir: Path = Path("/
         disk_path=disk_path,
         disk_free=free,
         notes=notes,
+        e2fsprogs=e2fs_versions(),
     )
 
 
@@ -652,6 +658,21 @@ def check_disk(f: SystemFacts) -> list[CheckResult]:
     return [_ok(name, f"{free} free for the cache at {where}")]
 
 
+def check_e2fsprogs(f: SystemFacts) -> list[CheckResult]:
+    """e2fsprogs writes the modem set into system.img (`prepare --modem`); only a warning:
+    everything else works without it."""
+    if f.e2fsprogs is None:
+        return []
+    name = "e2fsprogs"
+    missing = [t for t in E2FS_TOOLS if f.e2fsprogs.get(t) is None]
+    if missing:
+        return [_warn(name, f"{', '.join(missing)} not found: `romkit prepare --modem` cannot "
+                            "install modem files into system.img",
+                      e2fs_install_command(f.os_name))]
+    version = next((v for v in f.e2fsprogs.values() if v), "")
+    return [_ok(name, f"{version} ({', '.join(E2FS_TOOLS)})")]
+
+
 def _gib(n: int) -> str:
     return f"{n / 1024**3:.1f} GiB"
 
@@ -667,7 +688,7 @@ _BY_OS: dict[str, tuple[Callable[[SystemFacts], list[CheckResult]], ...]] = {
 
 def run_checks(facts: SystemFacts) -> list[CheckResult]:
     """Every check that applies to `facts.os_name`, in report order. Pure: reads only facts."""
-    checks = (*_COMMON, *_BY_OS.get(facts.os_name, ()), check_disk)
+    checks = (*_COMMON, *_BY_OS.get(facts.os_name, ()), check_e2fsprogs, check_disk)
     return [result for check in checks for result in check(facts)]
 
 

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="Linux fact
 
 ROOT = Path(__file__).resolve().parent.parent
 LINUX_CHECKS = {"python", "serial-ports", "mediatek-port", "serial-access", "udev-rule",
-                "modemmanager", "root", "disk-space"}
+                "modemmanager", "root", "e2fsprogs", "disk-space"}
 
 
 def pyproject_minimums() -> dict[str, str]:

@@ -90,8 +90,9 @@ COMMANDS: tuple[Cmd, ...] = (
                                 "--write (old one backed up)."),
     Cmd("preloader", "preloader", "Inspect preloaders: the memory parts (EMI table) they "
                                   "support."),
-    Cmd("prepare", "prepare", "Swap the preloader (2014 units), name modem files for the "
-                              "build, fix checksum.ini."),
+    Cmd("prepare", "prepare", "Swap the preloader (2014 units), install a modem set into "
+                              "system.img, fix checksum.ini."),
+    Cmd("modem", "modem", "Modem firmware sets: show what a build or folder holds."),
     Cmd("flash", "flash", "Flash a firmware folder to the phone, verify it, keep calibration "
                           "safe."),
     Cmd("backup", "flash", "Save NVRAM, PROTECT_F/S, PRO_INFO and SECCFG (IMEI, calibration) "

@@ -22,6 +22,7 @@ from romkit.prepare import (
     prepare,
 )
 from romkit.progress import ProgressEvent
+from romkit.sysimg import ModemInstall
 
 
 def _progress(event: ProgressEvent) -> None:
@@ -52,7 +53,9 @@ def _render_plan(plan: PreparePlan) -> None:
         if pre.current_parts is not None:
             out.line(f"  adds: {_parts(pre.added)}; drops: {_parts(pre.dropped)}")
     mod = plan.modem
-    if mod is not None:
+    if mod is not None and mod.install is not None:
+        _render_install(mod.source_dir, mod.install)
+    elif mod is not None:
         out.line(f"modem: {mod.source_dir} -> {mod.output_dir}/ as {mod.naming} names "
                  f"({mod.how})")
         if mod.header is not None:
@@ -73,6 +76,25 @@ def _render_plan(plan: PreparePlan) -> None:
         out.line(f"note: {note}")
     for warning in plan.warnings:
         out.line(f"warning: {warning}")
+
+
+def _render_install(source: str, inst: ModemInstall) -> None:
+    """The modem set going into system.img: which file replaces which, what is kept."""
+    out.line(f"modem: {source} -> {Path(inst.image).name} ({inst.form} ext4) as "
+             f"{inst.naming} names ({inst.how})")
+    out.line(f"  modem image: {inst.header.describe()}")
+    if inst.unchanged:
+        out.line("  the image already holds exactly this set")
+    for f in inst.files:
+        old = ", ".join(f.removed)
+        out.line(f"  {f.source} -> /system{f.directory}/{f.name} (replaces {old}; keeps "
+                 f"{', '.join(k for k in f.kept if not k.endswith('time'))}, timestamps)")
+    for name in inst.skipped:
+        out.line(f"  not installed: {name}")
+    free = f"{human_size(inst.free_before)} free in the filesystem"
+    if inst.free_after is not None:
+        free += f", {human_size(inst.free_after)} after"
+    out.line(f"  {free}" + (f"; e2fsck: {inst.fsck}" if inst.fsck else ""))
 
 
 def _render_validation(report: ValidationReport | None) -> None:
@@ -139,11 +161,13 @@ def register(app: typer.Typer) -> None:
         ] = None,
         modem: Annotated[Path | None, typer.Option(
             "--modem", metavar="DIR",
-            help="Folder of modem files to name for this build (output: DIR/modem/).")
+            help="Folder of modem files to install into system.img under the build's own "
+                 "names (attributes kept; undo with --undo).")
         ] = None,
         modem_naming: Annotated[str, typer.Option(
             "--modem-naming", metavar="auto|plain|1_3g_n",
-            help="plain (Jelly Bean) or _1_3g_n (KitKat) names; auto decides from the build.")
+            help="auto: the names of system.img's own modem set (without an ext4 "
+                 "system.img: from the Android version); plain / 1_3g_n to choose.")
         ] = "auto",
         drop_checksum: Annotated[bool, typer.Option(
             "--drop-checksum",
@@ -161,7 +185,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
         json_: JsonOpt = False,
     ) -> None:
-        """Swap the preloader (2014 units), name modem files for the build, fix checksum.ini.
+        """Swap the preloader (2014 units), install a modem set into system.img, fix checksum.ini.
 
         Every change is shown as a plan first (--dry-run), backed up in
         DIR/.romkit/prepare/<time>/ and can be undone with --undo.

@@ -293,3 +293,148 @@ def check_modem_platform(header: ModemHeader | None, platform: str | None, name:
             hint="use the modem files made for this phone's chip; the kernel refuses a modem "
                  "whose CHECK_HEADER platform does not match",
             details={"modem_platform": header.platform, "firmware_platform": want})
+
+
+# -- strict checks before a modem set goes into a system image -------------------------------
+MIN_MODEM_IMAGE = 16 * 1024  # a trailer plus code; real MT6589 images are ~10-20 MB
+MAX_SIDE_FILE = 64 * 1024 * 1024  # catcher filter / mddb files are KB to a few MB
+_MDDB_PLATFORM_RE = re.compile(r"MT\d{4}_S\d{2}", re.IGNORECASE)
+
+
+def parse_suffix(text: str) -> ModemSuffix | None:
+    """`plain` → None; `1_3g_n` / `_1_wg_n` → the suffix; anything else is a UsageError."""
+    if text == "plain":
+        return None
+    m = _SUFFIX_RE.fullmatch("_" + text.lstrip("_"))
+    if m is None:
+        raise UsageError(f"unknown modem naming {text!r}",
+                         hint="use plain or a suffix such as 1_3g_n or 1_wg_n")
+    return ModemSuffix(int(m["md"]), m["type"], m["variant"])
+
+
+def naming_label(suffix: ModemSuffix | None) -> str:
+    """How a naming is shown: `plain` or the suffix without its leading underscore."""
+    return "plain" if suffix is None else str(suffix)[1:]
+
+
+def verify_modem_image(tail: bytes, size: int, name: str) -> ModemHeader:
+    """The header of a modem image that is going onto a phone, or a ValidationError.
+
+    Stricter than `parse_modem_trailer`: the CHECK_HEADER must be there and end the file,
+    its own size field (the image's last u32) must equal the trailer's length, and the image
+    type and platform must be readable. Random bytes or a truncated download fail here
+    instead of making the phone lose its radio. Source of the field meaning: MediaTek's
+    public ccci kernel headers (`struct md_check_header`, last member `u32 size` = "the size
+    of this structure", header versions 1 and 2; the v2 struct is longer, hence `>=`).
+    """
+    hint = ("this is not an MT65xx modem image (or it is damaged); use the modem.img of a "
+            "modem set made for this phone")
+    if size < MIN_MODEM_IMAGE or size > MAX_MODEM_IMAGE:
+        raise ValidationError(f"{name} is {size} bytes: not the size of a modem image "
+                              f"({MIN_MODEM_IMAGE} B to {MAX_MODEM_IMAGE // 2**20} MiB)",
+                              hint=hint)
+    tail = bytes(tail[-TRAILER_SEARCH:])
+    pos = tail.rfind(CHECK_HEADER_MAGIC)
+    if pos < 0 or len(tail) < 4:
+        raise ValidationError(f"{name} has no CHECK_HEADER trailer", hint=hint)
+    (declared,) = struct.unpack_from("<I", tail, len(tail) - 4)
+    if declared != len(tail) - pos or declared < CHECK_HEADER.size:
+        raise ValidationError(f"{name}: the CHECK_HEADER trailer does not end the file "
+                              f"(size field {declared}, found {len(tail) - pos} bytes from "
+                              "the end)", hint=hint)
+    header = parse_modem_trailer(tail)
+    if header is None or header.image_type is None or header.platform is None \
+            or header.header_version is None:
+        raise ValidationError(f"{name}: the CHECK_HEADER trailer is unreadable (image type, "
+                              "platform or version missing)", hint=hint)
+    return header
+
+
+class SetFile(BaseModel):
+    """One file of a modem set as the checks see it."""
+
+    kind: str
+    name: str
+    size: int
+
+
+def check_modem_set(files: list[SetFile], header: ModemHeader, *,
+                    required: Iterable[str] = tuple(PHONE_DIRS),
+                    suffix: ModemSuffix | None = None) -> list[str]:
+    """Refuse an incomplete or mismatched set; return warnings for what cannot be checked.
+
+    Checks (our reading of how the kernel and the META/logging tools use the files): one
+    file per kind, every `required` kind present, side files of plausible size and not a
+    modem image themselves, the BPLGUInfo/DbgInfo databases naming the modem's platform and
+    - where their names carry it - the modem's build version, and the image type of the
+    modem fitting the `_X_YY_Z` suffix it will be installed under.
+    """
+    warnings: list[str] = []
+    by_kind: dict[str, SetFile] = {}
+    for f in files:
+        if f.kind in by_kind:
+            raise ValidationError(f"the modem set holds two {KIND_LABELS[f.kind]} files "
+                                  f"({by_kind[f.kind].name}, {f.name})",
+                                  hint="keep exactly one file of each kind in the folder")
+        by_kind[f.kind] = f
+    missing = [KIND_LABELS[k] for k in required if k not in by_kind]
+    if missing:
+        raise ValidationError("the modem set is incomplete: no " + ", ".join(missing),
+                              hint="the build carries these files; a partial set leaves the "
+                                   "old ones next to a new modem. Add the missing files")
+    for f in by_kind.values():
+        if f.kind == "modem":
+            continue
+        if f.size == 0 or f.size > MAX_SIDE_FILE:
+            raise ValidationError(f"{f.name} is {f.size} bytes: not a plausible "
+                                  f"{KIND_LABELS[f.kind]}", hint="check the modem folder")
+    modem = by_kind.get("modem")
+    for f in by_kind.values():
+        if f.kind != "modem" and modem is not None and f.size == modem.size:
+            warnings.append(f"{f.name} has the same size as {modem.name}: is it a copy?")
+    want = (header.platform or "").upper()
+    versions = _version_token(header.build_ver)
+    carried: dict[str, bool] = {}
+    for mddb in (by_kind.get("bplguinfo"), by_kind.get("dbginfo")):
+        if mddb is None:
+            continue
+        f = mddb
+        plat = _MDDB_PLATFORM_RE.search(f.name)
+        if plat and want and plat.group(0).upper() != want:
+            raise ValidationError(f"{f.name} is for {plat.group(0)}, but the modem image "
+                                  f"is for {header.platform}",
+                                  hint="use the BPLGUInfo/DbgInfo files that came with this "
+                                       "modem.img")
+        if versions:
+            carried[f.name] = f"_{versions}_" in f"_{_norm(f.name)}_"
+    if carried and any(carried.values()) and not all(carried.values()):
+        odd = ", ".join(n for n, ok in carried.items() if not ok)
+        raise ValidationError(f"{odd} does not belong to modem build {header.build_ver}",
+                              hint="use the BPLGUInfo/DbgInfo files that came with this "
+                                   "modem.img")
+    if carried and not any(carried.values()):
+        warnings.append(f"the mddb file names do not carry the modem build "
+                        f"({header.build_ver}); their pairing with modem.img is unchecked")
+    if suffix is not None and header.image_type_name and header.image_type_name != \
+            suffix.image_type:
+        raise ValidationError(f"the modem image is a {header.image_type_name.upper()} modem, "
+                              f"but this build expects a {suffix.image_type.upper()} one "
+                              f"(names end in {suffix})",
+                              hint="use a modem set of the same type as the build's own")
+    if suffix is not None and header.bind_sys_id and header.bind_sys_id != suffix.md:
+        raise ValidationError(f"the modem image is for modem system {header.bind_sys_id}, "
+                              f"but the build names it for MD{suffix.md} ({suffix})",
+                              hint="use a modem set for the same modem system")
+    return warnings
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^A-Z0-9]+", "_", text.upper())
+
+
+def _version_token(build_ver: str | None) -> str:
+    """`MOLY.WR8.W1248.MD.WG.MP.V9` → `MOLY_WR8_W1248_MD_WG_MP_V9` (how mddb names carry it)."""
+    if not build_ver:
+        return ""
+    token = _norm(build_ver).strip("_")
+    return token if len(token) >= 6 else ""

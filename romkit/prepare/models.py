@@ -16,6 +16,7 @@ from romkit.errors import EXIT_REFUSED, RomkitError, UsageError
 from romkit.firmware import modem as md
 from romkit.firmware.package import ValidationReport
 from romkit.firmware.preloader import EmiEntry
+from romkit.sysimg.modemset import ModemInstall
 
 StepKind = Literal["preloader", "checksum", "modem", "readme"]
 Action = Literal["create", "replace", "remove"]
@@ -105,6 +106,7 @@ class ModemChange(BaseModel):
     header: md.ModemHeader | None = None
     files: list[md.Rename] = Field(default_factory=list)
     ignored: list[str] = Field(default_factory=list)
+    install: ModemInstall | None = None  # set when the files went into the system image
 
 
 class PlanStep(BaseModel):

@@ -1,24 +1,37 @@
-"""The modem step: deciding whether the build expects plain or `_1_3g_n` modem names (catalog,
-build.prop, file listings, the system image), checking the modem against the chip, and
-planning the renamed copies, the removal of stale ones and the README saying where each goes.
+"""The modem step: installing a modem set into the build's system.img (ext4, raw or Android
+sparse), with the names the image's own set has and the attributes of the files it replaces;
+its checksum.ini entry regenerated and the old image kept in the prepare record for --undo.
+
+A folder whose system image is not ext4 (or that has none) keeps the older behaviour: the
+files are named for the build (catalog, build.prop, listings) into `modem/` with a README, and
+a warning says that nothing was installed.
 """
 
 from __future__ import annotations
 
+import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 from romkit.errors import UsageError
+from romkit.firmware import checksum as ck
 from romkit.firmware import modem as md
+from romkit.firmware.preloader import read_limited
 from romkit.fsutil import sha256_file
+from romkit.prepare.checksum_ini import update_checksum_text
 from romkit.prepare.context import _Context, _display
 from romkit.prepare.files import _hash_bytes, _rel, _sha, _size
 from romkit.prepare.models import ModemChange, PlanStep, PreparePlan
+from romkit.sysimg import modemset as ms
+from romkit.sysimg.ext4 import NotExt4Error
 
 MODEM_DIR = "modem"
 MODEM_README = "README.txt"
 SEARCH_CHUNK = 16 * 1024 * 1024
 _KITKAT_MARKER = b"modem_1_3g_n.img"
 _LISTING_FILES = ("installed-files.txt",)
+WORK_DIR = ".romkit/modem-work"  # the new system.img waits here until apply copies it in
+SystemSum = tuple[str, str, int]  # (partition, checksum.ini key for a new line, 16-bit sum)
 
 
 def _search_file(path: Path, needle: bytes) -> bool:
@@ -65,15 +78,153 @@ def decide_naming(ctx: _Context) -> tuple[md.Naming, str]:
                      hint="pass --modem-naming plain (Jelly Bean builds) or 1_3g_n (KitKat)")
 
 
-def _plan_modem(ctx: _Context, plan: PreparePlan) -> list[PlanStep]:
-    req, fw = ctx.request, ctx.fw
+def discard_work(folder: Path) -> None:
+    """Remove the scratch copy of a new system.img (after apply, or left by a crash)."""
+    shutil.rmtree(folder / WORK_DIR, ignore_errors=True)
+    try:
+        (folder / WORK_DIR).parent.rmdir()  # .romkit/ itself, if nothing else is in it
+    except OSError:
+        pass
+
+
+def _system_image(ctx: _Context) -> tuple[str, Path] | None:
+    """(partition, path) of the folder's system image when it is ext4 (raw or sparse)."""
+    for part in ("ANDROID", "SYSTEM"):
+        path = ctx.fw.images.get(part)
+        if path is not None and path.is_file() and ms.image_form(path) is not None:
+            return part, path
+    return None
+
+
+def _plan_modem(ctx: _Context, plan: PreparePlan) -> tuple[list[PlanStep], SystemSum | None]:
+    """The modem steps, and the new checksum of system.img when the set is installed there."""
+    req = ctx.request
     src = req.modem
     if src is None:
-        return []
+        return [], None
     if not src.is_dir():
         raise UsageError(f"modem folder not found: {src}",
                          hint="pass the folder holding modem.img, catcher_filter.bin, "
                               "BPLGUInfo* and DbgInfo*")
+    system = _system_image(ctx)
+    if system is not None:
+        try:
+            return _plan_install(ctx, plan, src, *system)
+        except NotExt4Error as exc:
+            discard_work(ctx.fw.folder)
+            plan.warnings.append(f"{exc.message}: the modem files were NOT installed, only "
+                                 "named into modem/; copy them to the phone by hand")
+            return _plan_rename(ctx, plan, src), None
+    plan.warnings.append("the folder has no ext4 system image: the modem files were NOT "
+                         "installed, only named into modem/; copy them to the phone by hand")
+    return _plan_rename(ctx, plan, src), None
+
+
+def _plan_install(ctx: _Context, plan: PreparePlan, src: Path, part: str, image: Path
+                  ) -> tuple[list[PlanStep], SystemSum | None]:
+    """Install the set into system.img: the new image is built now (so the plan knows its
+    hash and checksum), kept in .romkit/modem-work/ and copied in by apply."""
+    req, fw = ctx.request, ctx.fw
+    naming = None if req.modem_naming == "auto" else req.modem_naming
+    size = image.stat().st_size
+    # Build: working copy + result; apply: result + record backup + atomic copy's temp file.
+    need = max(ms.work_space_needed(image), 3 * size)
+    ms.check_free(fw.folder, need, f"installing the modem set into {image.name} (working "
+                                   "copy, backup for --undo, atomic replace)")
+    plan.notes.append(f"disk: needs about {ms.mib(need)} free in the firmware folder while "
+                      "it runs; the backup for --undo keeps "
+                      f"{ms.mib(size)} in .romkit/prepare/")
+    rel = _rel(fw.folder, image)
+    if req.dry_run:
+        result = ms.install_modem(image, src, None, platform=fw.layout.platform,
+                                  naming=naming, dry_run=True, on_progress=ctx.rep.callback)
+        step = PlanStep(kind="modem", action="replace", path=rel, source=str(src),
+                        reason=_install_reason(result), before_size=size)
+        _describe(plan, src, result)
+        if result.unchanged:
+            return [], None
+        if fw.checksum_path is not None and not req.drop_checksum:
+            plan.notes.append(f"checksum.ini: the {part} entry will be regenerated")
+        return [step], None
+    discard_work(fw.folder)
+    work = fw.folder / WORK_DIR / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / image.name
+    try:
+        before = sha256_file(image)
+        result = ms.install_modem(image, src, out, platform=fw.layout.platform, naming=naming,
+                                  on_progress=ctx.rep.callback)
+    except BaseException:
+        discard_work(fw.folder)
+        raise
+    _describe(plan, src, result)
+    if result.unchanged:
+        discard_work(fw.folder)
+        return [], None
+    step = PlanStep(kind="modem", action="replace", path=rel, source=str(src),
+                    reason=_install_reason(result), before_sha256=before, before_size=size,
+                    after_sha256=result.output_sha256, after_size=result.output_size)
+    step._source_path = out
+    entry = fw.layout.get(part)
+    assert result.output_sum16 is not None
+    return [step], (part, entry.raw_name if entry is not None else part, result.output_sum16)
+
+
+def _install_reason(result: ms.ModemInstall) -> str:
+    return (f"modem set installed as {result.naming} names in /etc/firmware and /etc/mddb "
+            "(owner, mode, times and SELinux labels of the replaced files kept)")
+
+
+def _describe(plan: PreparePlan, src: Path, result: ms.ModemInstall) -> None:
+    renames = [md.Rename(source=f.source, target=f.name, kind=f.kind,
+                         phone_dir="/system" + f.directory + "/")
+               for f in result.files]
+    plan.modem = ModemChange(source_dir=str(src), output_dir=Path(result.image).name,
+                             naming=result.naming, how=result.how, header=result.header,
+                             files=renames, install=result)
+    plan.warnings += result.warnings
+
+
+def merge_checksum(ctx: _Context, plan: PreparePlan, ck_step: PlanStep | None,
+                   system: SystemSum) -> PlanStep | None:
+    """Add system.img's new value to checksum.ini, on top of the checksum step (if any)."""
+    part, key, value = system
+    fw = ctx.fw
+    path = fw.checksum_path
+    if ctx.request.drop_checksum:
+        return ck_step
+    if path is None:
+        plan.notes.append("no checksum.ini in the folder: SP Flash Tool skips the check; "
+                          "nothing to regenerate")
+        return ck_step
+    raw = ck_step._data if ck_step is not None and ck_step._data is not None else \
+        read_limited(path, ck.MAX_INI_BYTES)
+    try:
+        text, utf8 = raw.decode("utf-8"), True
+    except UnicodeDecodeError:
+        text, utf8 = raw.decode("latin-1"), False
+    ini = ck.parse_checksum_ini_text(text, path.name)
+    hit = ini.lookup(part)
+    if hit is not None and hit[1] == value:
+        return ck_step
+    new_text = update_checksum_text(text, {part.upper(): (key, value)})
+    data = new_text.encode("utf-8" if utf8 else "latin-1")
+    old = f"0x{hit[1]:04X}" if hit else "missing"
+    plan.notes.append(f"checksum.ini {hit[0] if hit else key}: {old} -> 0x{value:04X}")
+    if ck_step is None:
+        ck_step = PlanStep(kind="checksum", action="replace", path=_rel(fw.folder, path),
+                           reason="regenerate the entries of the replaced images (16-bit byte "
+                                  "sum), keeping the file's format and other entries",
+                           source="computed", before_sha256=_hash_bytes(raw),
+                           before_size=len(raw))
+    ck_step.after_sha256, ck_step.after_size = _hash_bytes(data), len(data)
+    ck_step._data = data
+    return ck_step
+
+
+def _plan_rename(ctx: _Context, plan: PreparePlan, src: Path) -> list[PlanStep]:
+    """No ext4 system image: name the files for the build into modem/ (older behaviour)."""
+    req, fw = ctx.request, ctx.fw
     if req.modem_naming == "auto":
         naming, how = decide_naming(ctx)
     else:
@@ -93,12 +244,14 @@ def _plan_modem(ctx: _Context, plan: PreparePlan) -> list[PlanStep]:
         plan.warnings.append("the modem folder holds no modem.img; only the other files are "
                              "renamed")
     else:
-        change.header = md.read_modem_header(src / image.source)
+        path = src / image.source
+        md.read_modem_header(path)  # size limit and readable, as a RomkitError
+        with path.open("rb") as fh:  # random bytes are not a modem image, here either
+            fh.seek(max(0, path.stat().st_size - md.TRAILER_SEARCH))
+            change.header = md.verify_modem_image(fh.read(), path.stat().st_size,
+                                                  image.source)
         md.check_modem_platform(change.header, fw.layout.platform, image.source)
-        if change.header is None or not change.header.check_header:
-            plan.warnings.append(f"{image.source} has no CHECK_HEADER trailer: its platform "
-                                 "could not be checked")
-        elif (naming == "1_3g_n" and change.header.image_type_name
+        if (naming == "1_3g_n" and change.header.image_type_name
               and change.header.image_type_name != "3g"):
             plan.warnings.append(f"{image.source} says it is a "
                                  f"{change.header.image_type_name.upper()} modem; the _1_3g_n "

@@ -8,7 +8,7 @@ from romkit.errors import UsageError
 from romkit.prepare.checksum_ini import _plan_checksum
 from romkit.prepare.context import _Context, _load_folder
 from romkit.prepare.models import PlanStep, PreparePlan, PrepareRequest
-from romkit.prepare.modem import _plan_modem
+from romkit.prepare.modem import _plan_modem, merge_checksum
 from romkit.prepare.preloader import _plan_preloader
 from romkit.progress import ProgressCallback, Reporter
 
@@ -36,10 +36,13 @@ def plan_prepare(request: PrepareRequest, on_progress: ProgressCallback | None =
     if pre_step is not None and pre_key is not None and pre_step._data is not None:
         steps.append(pre_step)
         changed["PRELOADER"] = (pre_key, pre_step._data)
+    modem_steps, system_sum = _plan_modem(ctx, plan)
     ck_step = _plan_checksum(ctx, plan, changed)
+    if system_sum is not None:  # a 700 MB system.img is summed by streaming, not passed in
+        ck_step = merge_checksum(ctx, plan, ck_step, system_sum)
     if ck_step is not None:
         steps.append(ck_step)
-    steps += _plan_modem(ctx, plan)
+    steps += modem_steps
     plan.steps = steps
     if not (request.device_year or request.preloader or request.modem
             or request.drop_checksum):

@@ -14,6 +14,7 @@ from romkit.firmware.package import Firmware
 from romkit.prepare.apply import apply_plan
 from romkit.prepare.context import _load_folder
 from romkit.prepare.models import PrepareConflictError, PrepareRequest, PrepareResult
+from romkit.prepare.modem import discard_work
 from romkit.prepare.plan import plan_prepare
 from romkit.prepare.undo import rollback_interrupted, undo_last
 from romkit.progress import ProgressCallback
@@ -76,9 +77,12 @@ def _prepare_locked(root: Path, request: PrepareRequest,
                              applied=not request.dry_run, undo=undo,
                              validation=undo.validation)
     plan = plan_prepare(request.model_copy(update={"folder": root}), on_progress)
-    if recovered is not None and request.dry_run:
-        plan.warnings.append(f"the prepare of {recovered.created} was interrupted: the real "
-                             "run first puts its files back, then applies a fresh plan")
-    result = apply_plan(plan, on_progress)
+    try:
+        if recovered is not None and request.dry_run:
+            plan.warnings.append(f"the prepare of {recovered.created} was interrupted: the "
+                                 "real run first puts its files back, then applies a fresh plan")
+        result = apply_plan(plan, on_progress)
+    finally:
+        discard_work(plan.folder)  # the new system.img was copied in (or not wanted)
     result.recovered = recovered
     return result
