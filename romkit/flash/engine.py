@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from romkit.device import protocol as P
 from romkit.device.layout import PmtEntry, build_pmt_region
 from romkit.errors import (
+    AlreadyFlashedError,
     DeviceError,
     LayoutChangedError,
     RomkitError,
@@ -54,6 +55,7 @@ from romkit.flash.plan import (
     check_device,
 )
 from romkit.flash.streams import CompareSink, DigestSink
+from romkit.locks import phone_lock
 from romkit.progress import ProgressCallback, Reporter
 from romkit.workspace import resolve_firmware_dir
 
@@ -73,6 +75,7 @@ class FlashRequest(BaseModel):
     packet_size: int = P.DA_PACKET_DEFAULT
     max_retries: int = 3  # per packet (NACK / bad checksum)
     rewrite_attempts: int = 1  # extra write+verify rounds for a partition that fails verify
+    skip_cids: list[str] = Field(default_factory=list)  # station: phones already done this run
 
 
 class PartitionResult(BaseModel):
@@ -445,6 +448,12 @@ def flash(request: FlashRequest, on_progress: ProgressCallback | None = None) ->
     da, pre = load_link_files(da_path, Path(plan.preloader))
     dev = open_device(request.port, da, pre, Path(plan.preloader), wait=request.wait, rep=rep,
                       expected_hw_code=PLATFORM_HW_CODES.get((plan.platform or "").upper()))
+    if dev.cid.hex().upper() in {c.upper() for c in request.skip_cids}:
+        finish_quietly(dev)
+        raise AlreadyFlashedError(
+            f"phone {dev.cid.hex()} was already flashed in this station run; not writing it "
+            f"again", hint="unplug it; to flash it once more, start the station with --reflash",
+            details={"cid": dev.cid.hex(), "port": dev.port})
     try:
         pmt = read_device_pmt(dev, rep)
         n_warn = len(plan.warnings)
@@ -463,9 +472,10 @@ def flash(request: FlashRequest, on_progress: ProgressCallback | None = None) ->
         return FlashResult(mode=plan.mode, dry_run=True, plan=plan, port=dev.port,
                            cid=dev.cid.hex(), hw_code=dev.hw_code, warnings=plan.warnings)
     try:
-        runner = _Runner(plan, RangeIO(dev, request.packet_size, request.max_retries), rep,
-                         request, dev.cid, dev.hw_code)
-        result = runner.run()
+        with phone_lock(dev.cid.hex(), "flash"):
+            runner = _Runner(plan, RangeIO(dev, request.packet_size, request.max_retries), rep,
+                             request, dev.cid, dev.hw_code)
+            result = runner.run()
         result.port = dev.port
         try:
             dev.session.finish(P.FINISH_NORMAL)
