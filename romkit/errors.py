@@ -128,6 +128,12 @@ class DeviceTimeout(DeviceError):
     """The phone stopped answering within the allowed time."""
 
 
+class AlreadyFlashedError(DeviceError):
+    """A station run met a phone (by eMMC CID) that it has already flashed."""
+
+    exit_code = EXIT_REFUSED
+
+
 class DramInitError(DeviceError):
     """The DA could not bring up DRAM with the preloader's EMI table (spft 4032)."""
 

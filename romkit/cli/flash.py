@@ -9,6 +9,7 @@ resumes) and exits with 130 — typer would otherwise exit 130 without a word.
 from __future__ import annotations
 
 import shlex
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,7 @@ import typer
 
 from romkit.cli.output import JsonOpt, human_size, out, table
 from romkit.device import protocol as P
-from romkit.errors import Interrupted, UsageError
+from romkit.errors import DeviceError, Interrupted, UsageError
 from romkit.flash.engine import FlashRequest, FlashResult, flash
 from romkit.flash.interrupt import Interrupted as FlashInterrupted
 from romkit.flash.plan import MODES, Mode, PlanOptions
@@ -35,6 +36,15 @@ from romkit.flash.tools import (
     restore_phone,
 )
 from romkit.progress import ProgressEvent
+from romkit.station import (
+    TABLE_HEADERS,
+    PhoneRow,
+    StationRequest,
+    StationResult,
+    run_station,
+    table_rows,
+)
+from romkit.workspace import resolve_firmware_dir
 
 PortOpt = Annotated[str | None, typer.Option(
     "--port", help="Serial port of the phone (default: wait for a MediaTek USB port).")]
@@ -166,7 +176,19 @@ def _flash_cmd(
     folder: Annotated[Path | None, typer.Argument(
         help="Firmware folder (holding *_scatter*.txt); default: current or last fetched.")
     ] = None,
-    port: PortOpt = None,
+    port: Annotated[list[str] | None, typer.Option(
+        "--port", help="Serial port of the phone (default: wait for a MediaTek USB port). "
+                       "Repeat it to flash several phones in parallel.")] = None,
+    station: Annotated[bool, typer.Option(
+        "--station", help="Repair-shop station: keep waiting for phones and flash each one "
+                          "that appears, in parallel.")] = False,
+    count: Annotated[int | None, typer.Option(
+        "--count", min=1, help="With --station: stop after this many phones.")] = None,
+    reflash: Annotated[bool, typer.Option(
+        "--reflash", help="With --station: flash a phone again if it comes back.")] = False,
+    skip_cid: Annotated[list[str] | None, typer.Option(
+        "--skip-cid", hidden=True,
+        help="Refuse phones with this eMMC CID (used by the station).")] = None,
     da: DaOpt = None,
     mode: Annotated[str, typer.Option(
         "--mode", help="download-only | firmware-upgrade | format-all")] = "download-only",
@@ -199,15 +221,74 @@ def _flash_cmd(
     out.use_json(json_)
     if mode not in MODES:
         raise UsageError(f"unknown mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
+    ports = list(dict.fromkeys(port or []))
+    if station or len(ports) > 1:
+        if trace is not None:
+            raise UsageError("--trace records one phone's session",
+                             hint="trace one phone at a time: give a single --port")
+        child = [str(resolve_firmware_dir(folder)), "--mode", mode, "--packet-size",
+                 str(packet_size)]
+        child += ["--da", str(da.resolve())] if da else []
+        child += [f"--only={v}" for v in _csv(only)] + [f"--skip={v}" for v in _csv(skip)]
+        child += [flag for flag, on in (("--dry-run", dry_run), ("--no-verify", no_verify),
+                                        ("--no-backup", no_backup), ("--fresh", fresh),
+                                        ("--i-understand-this-erases-calibration", erase_ok))
+                  if on]
+        _run_station(StationRequest(ports=[] if station else ports, watch=station, count=count,
+                                    flash_args=child, wait=wait, reflash=reflash))
+        return
+    if count is not None or reflash:
+        raise UsageError("--count and --reflash belong to a station run",
+                         hint="add --station, or give --port several times")
     req = FlashRequest(
-        firmware_dir=folder, port=port, da=da, dry_run=dry_run, wait=wait,
-        packet_size=packet_size, trace=trace, fresh=fresh,
+        firmware_dir=folder, port=ports[0] if ports else None, da=da, dry_run=dry_run,
+        wait=wait, packet_size=packet_size, trace=trace, fresh=fresh, skip_cids=_csv(skip_cid),
         options=PlanOptions(mode=cast(Mode, mode), only=_csv(only), skip=_csv(skip),
                             verify=not no_verify, backup=not no_backup,
                             erase_calibration_ok=erase_ok))
     with reporting_interrupts(ctx, drop=("fresh",)):
         result = flash(req, _progress)
     out.result(result, lambda: _render_flash(result))
+
+
+def _run_station(req: StationRequest) -> None:
+    """Run a station and show it: a live table on a terminal, result lines otherwise."""
+    live = None
+    if not out.json and sys.stdout.isatty():
+        from rich.console import Console
+        from rich.live import Live
+        from rich.text import Text
+
+        live = Live(console=Console(), auto_refresh=False, transient=True)
+        live.start()
+
+    def show(event: ProgressEvent) -> None:
+        if out.json:
+            out.progress(event)
+        elif event.kind == "info" and event.label == "station" and live is not None:
+            rows = [PhoneRow.model_validate(r) for r in event.data["rows"]]
+            live.update(Text(table(table_rows(rows), TABLE_HEADERS)), refresh=True)
+        elif event.kind == "info" and "result" in event.data and live is None:
+            out.line(event.label)
+
+    try:
+        result = run_station(req, show)
+    finally:
+        if live is not None:
+            live.stop()
+    payload = result.model_dump(mode="json")
+    out.result(payload, lambda: _render_station(result))
+    if result.failed:
+        raise DeviceError(f"{result.failed} of {len(result.phones)} phones failed",
+                          hint=f"see each phone's log in {result.log_dir}",
+                          details={"log_dir": str(result.log_dir)})
+
+
+def _render_station(r: StationResult) -> None:
+    out.line(table(table_rows(r.phones), TABLE_HEADERS))
+    out.line(f"station: {r.ok} ok, {r.failed} failed, "
+             f"{sum(p.result == 'skipped' for p in r.phones)} skipped in {r.seconds:.1f} s; "
+             f"logs in {r.log_dir}")
 
 
 def _backup_cmd(ctx: typer.Context, port: PortOpt = None, da: DaOpt = None,

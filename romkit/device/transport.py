@@ -125,12 +125,21 @@ class SerialTransport(Transport):
         self.default_timeout = timeout
         self.trace = trace
         try:
+            # exclusive: flock on POSIX ttys, so two romkit processes never share one phone's
+            # port (a station, a second terminal); Windows opens COM ports exclusively anyway.
             self._ser: Any = serial.serial_for_url(
-                url, baudrate=baudrate, timeout=timeout, write_timeout=write_timeout
+                url, baudrate=baudrate, timeout=timeout, write_timeout=write_timeout,
+                exclusive=True,
             )
         except (serial.SerialException, OSError, ValueError) as exc:
             if trace is not None:
                 trace.event(f"open-failed {url} {exc}")
+            if "exclusively lock" in str(exc):
+                raise TransportError(
+                    f"port {url} is in use by another program (another romkit run?)",
+                    hint="wait for that program to finish or stop it; a phone's port must "
+                         "have one user at a time",
+                    spft_code=1013, details={"port": url}) from None
             raise TransportError(
                 f"cannot open port {url}: {exc}",
                 hint=DOCTOR_HINT,

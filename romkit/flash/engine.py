@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 from romkit.device import protocol as P
 from romkit.device.layout import PmtEntry, build_pmt_region
 from romkit.errors import (
+    AlreadyFlashedError,
     DeviceError,
     LayoutChangedError,
     RomkitError,
@@ -59,6 +60,7 @@ from romkit.flash.plan import (
     check_device,
 )
 from romkit.flash.streams import CompareSink, DigestSink
+from romkit.locks import phone_lock
 from romkit.progress import ProgressCallback, Reporter
 from romkit.workspace import resolve_firmware_dir
 
@@ -81,6 +83,7 @@ class FlashRequest(BaseModel):
     max_retries: int = 3  # per packet (NACK / bad checksum)
     trace: Path | None = None  # record every byte to/from the phone (docs/TRACE.md)
     rewrite_attempts: int = 1  # extra write+verify rounds for a partition that fails verify
+    skip_cids: list[str] = Field(default_factory=list)  # station: phones already done this run
 
 
 class PartitionResult(BaseModel):
@@ -522,6 +525,12 @@ def flash(request: FlashRequest, on_progress: ProgressCallback | None = None) ->
     except KeyboardInterrupt:
         raise Interrupted("stopped while connecting to the phone; nothing was read or "
                           "written") from None
+    if dev.cid.hex().upper() in {c.upper() for c in request.skip_cids}:
+        finish_quietly(dev)
+        raise AlreadyFlashedError(
+            f"phone {dev.cid.hex()} was already flashed in this station run; not writing it "
+            f"again", hint="unplug it; to flash it once more, start the station with --reflash",
+            details={"cid": dev.cid.hex(), "port": dev.port})
     prev: jr.RunJournal | None = None
     try:
         pmt = read_device_pmt(dev, rep)
@@ -556,12 +565,13 @@ def flash(request: FlashRequest, on_progress: ProgressCallback | None = None) ->
         return FlashResult(mode=plan.mode, dry_run=True, plan=plan, port=dev.port,
                            cid=dev.cid.hex(), hw_code=dev.hw_code, warnings=plan.warnings)
     try:
-        runner = _Runner(plan, RangeIO(dev, request.packet_size, request.max_retries), rep,
-                         request, dev.cid, dev.hw_code)
-        try:
-            result = runner.run()
-        except KeyboardInterrupt:
-            raise Interrupted(runner.state()) from None
+        with phone_lock(dev.cid.hex(), "flash"):
+            runner = _Runner(plan, RangeIO(dev, request.packet_size, request.max_retries), rep,
+                             request, dev.cid, dev.hw_code)
+            try:
+                result = runner.run()
+            except KeyboardInterrupt:
+                raise Interrupted(runner.state()) from None
         result.port = dev.port
         try:
             dev.session.finish(P.FINISH_NORMAL)
