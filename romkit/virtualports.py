@@ -50,8 +50,15 @@ def ports_dir() -> Path:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs (so its announcements are not stale).
+
+    POSIX: signal 0 probes without delivering anything. Windows has no such probe: there
+    os.kill(pid, 0) would *terminate* the process, so the process handle is asked instead.
+    """
     if pid == os.getpid():
         return True
+    if os.name == "nt":  # pragma: no cover - exercised on Windows only
+        return _alive_windows(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -61,6 +68,23 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def _alive_windows(pid: int) -> bool:  # pragma: no cover - Windows only
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    query_limited_information, still_active = 0x1000, 259
+    handle = kernel32.OpenProcess(query_limited_information, False, pid)
+    if not handle:
+        return False
+    try:
+        code = ctypes.c_ulong()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return False
+        return code.value == still_active
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def _path(phone_id: str) -> Path:

@@ -232,3 +232,14 @@ def test_ext4_structure_is_recognised(tmp_path: Path) -> None:
     bset = take_backup(CID, rng, _file_reader(p))
     entry = bset.entry("PROTECT_F")
     assert entry is not None and entry.structure == "ext4" and entry.blank is False
+
+
+
+def test_backup_files_are_private(emmc: Path) -> None:
+    """Calibration holds the IMEI: a set's partition files are readable by the owner only."""
+    os.umask(0o022)
+    bset = take_backup(CID, RANGES, _file_reader(emmc), hw_code=0x6583, reason="test")
+    for rng in RANGES:
+        entry = bset.entry(rng.name)
+        assert entry is not None
+        assert bset.file_of(entry).stat().st_mode & 0o777 == 0o600

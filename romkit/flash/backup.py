@@ -200,7 +200,8 @@ def take_backup(
     entries: list[BackupEntry] = []
     for rng in ranges:
         fname = f"{rng.name}.bin"
-        with atomic_open(set_dir / fname, "wb") as fh:
+        # 0600: calibration holds the phone's IMEI; other users of the computer need not read it
+        with atomic_open(set_dir / fname, "wb", perms=0o600) as fh:
             sink = DigestSink(fh)
             base = done_before
 
