@@ -22,7 +22,7 @@ from romkit.device import protocol as P
 from romkit.errors import DeviceError, Interrupted, UsageError
 from romkit.flash.engine import FlashRequest, FlashResult, flash
 from romkit.flash.interrupt import Interrupted as FlashInterrupted
-from romkit.flash.plan import MODES, Mode, PlanOptions
+from romkit.flash.plan import MODES, FlashPlan, Mode, PlanOptions
 from romkit.flash.tools import (
     BackupRequest,
     BackupResult,
@@ -44,7 +44,7 @@ from romkit.station import (
     run_station,
     table_rows,
 )
-from romkit.workspace import resolve_firmware_dir
+from romkit.workspace import recorded_build, resolve_firmware_dir
 
 PortOpt = Annotated[str | None, typer.Option(
     "--port", help="Serial port of the phone (default: wait for a MediaTek USB port).")]
@@ -91,6 +91,36 @@ def _progress(event: ProgressEvent) -> None:
         render_plan(dict(event.data["plan"]))
         return
     out.progress(event)
+
+
+def flash_summary(plan: FlashPlan) -> list[str]:
+    """What is about to happen, in the words a technician checks before saying yes: which
+    folder and build (the "current firmware" changes with every fetch), which mode, on which
+    phone, and what gets written and erased."""
+    folder = Path(plan.firmware_dir)
+    build = recorded_build(folder) or "not recorded (folder not unpacked by `romkit fetch`)"
+    writes = [o for o in plan.operations if o.kind == "write"]
+    formats = [o.partition for o in plan.operations if o.kind == "format"]
+    size = human_size(sum(o.length or 0 for o in writes))
+    phone = f"phone {plan.device.cid}" if plan.device else "the phone"
+    lines = [f"firmware: {folder}",
+             f"build:    {build}",
+             f"mode:     {plan.mode} on {phone}",
+             f"writes:   {len(writes)} partition(s), {size}: "
+             + ", ".join(o.partition for o in writes)]
+    if formats:
+        lines.append(f"erases:   {', '.join(formats)}")
+    return lines
+
+
+def ask_before_writing(plan: FlashPlan) -> bool:
+    """The question before the first write (only on a terminal; see `_flash_cmd`)."""
+    out.close_bars()
+    for line in flash_summary(plan):
+        out.note(line)
+    n = sum(o.kind == "write" for o in plan.operations)
+    return typer.confirm(f"Flash {n} partition(s) from {Path(plan.firmware_dir).name} to this "
+                         "phone?", default=False, err=True)
 
 
 def _render_flash(r: FlashResult) -> None:
@@ -199,6 +229,9 @@ def _flash_cmd(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Show the plan; write nothing (checks the phone if --port).")
     ] = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="Do not ask before writing (never asked under --json or when "
+                            "stdin is not a terminal).")] = False,
     no_verify: Annotated[bool, typer.Option(
         "--no-verify", help="Skip the read-back verification.")] = False,
     no_backup: Annotated[bool, typer.Option(
@@ -215,6 +248,10 @@ def _flash_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """Flash a firmware folder to the phone, verify it, keep calibration safe.
+
+    On a terminal it shows the firmware folder, build, mode and what will be written, then
+    asks "Flash … to this phone? [y/N]" once the phone is connected; --yes skips the
+    question. Under --json or with stdin not a terminal (scripts, the station) it never asks.
 
     Example: romkit flash --dry-run   (then: romkit flash)
     """
@@ -246,9 +283,19 @@ def _flash_cmd(
         options=PlanOptions(mode=cast(Mode, mode), only=_csv(only), skip=_csv(skip),
                             verify=not no_verify, backup=not no_backup,
                             erase_calibration_ok=erase_ok))
+    # Ask only a person: a script or the station (stdin not a terminal) and --json callers
+    # proceed as they always did, so nothing that ran unattended starts to hang on a prompt.
+    ask = not (yes or dry_run or out.json) and _stdin_is_terminal()
     with reporting_interrupts(ctx, drop=("fresh",)):
-        result = flash(req, _progress)
+        result = flash(req, _progress, confirm=ask_before_writing if ask else None)
     out.result(result, lambda: _render_flash(result))
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _run_station(req: StationRequest) -> None:

@@ -222,7 +222,9 @@ def take_backup(
                               created=datetime.now(UTC).isoformat(timespec="seconds"),
                               reason=reason, when=when, entries=entries)
     atomic_write_text(set_dir / MANIFEST, manifest.model_dump_json(indent=2))
-    rep.end("backup", f"calibration backup complete: {set_dir}")
+    # no end line here: the caller says it once (flash: "calibration saved: …", backup: its
+    # result), with the set's name; a second line would repeat the same fact
+    rep.end("backup", path=str(set_dir))
     bset = BackupSet(path=set_dir, manifest=manifest)
     if bset.calibration_blank:
         good = good_set(cid)
