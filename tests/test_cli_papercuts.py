@@ -107,3 +107,47 @@ def test_flash_without_a_terminal_does_not_ask(tmp_path: Path) -> None:
     assert len(sets) == 1
     stamp = sets[0].parent.name
     assert len([ln for ln in res.stderr.splitlines() if stamp in ln]) == 1, res.stderr
+
+
+# -- 2. the live waiting line -------------------------------------------------------------------
+
+
+def test_waiting_line_counts_down_and_names_the_virtual_phone_it_picks() -> None:
+    import threading
+
+    from romkit import virtualports
+    from romkit.device.transport import wait_for_port
+    from romkit.progress import ProgressEvent
+
+    master, slave = os.openpty()
+    events: list[ProgressEvent] = []
+    pty = os.ttyname(slave)
+    plug = threading.Timer(1.3, lambda: virtualports.announce(virtualports.VirtualPort(
+        phone_id="sim-w", port=pty, pid=0x2000, owner_pid=os.getpid())))
+    plug.start()
+    try:
+        assert wait_for_port(None, timeout=5, poll=0.02, on_progress=events.append) == pty
+    finally:
+        plug.join()
+        virtualports.withdraw("sim-w")
+        os.close(master)
+        os.close(slave)
+    lines = [e.label for e in events if e.kind == "update"]
+    assert lines[0].startswith("waiting for the phone… 5 s left; ports seen: ")
+    assert any(ln.startswith("waiting for the phone… 4 s left") for ln in lines), lines
+    ends = [e for e in events if e.kind == "end"]
+    assert len(ends) == 1 and ends[0].label.startswith(
+        f"found virtual phone sim-w (a running `romkit sim`) on {pty}")
+    assert ends[0].data["virtual"] is True
+
+
+def test_waiting_line_is_live_on_a_terminal_and_gone_afterwards(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    code, raw, lines = on_terminal([sys.executable, "-m", "romkit", "flash", str(folder),
+                                    "--wait", "2.5"], {"ROMKIT_HOME": str(tmp_path / "home")})
+    assert code == 4, "\n".join(lines)  # no phone: DeviceError after the wait
+    text = raw.decode("utf-8", "replace")
+    assert "waiting for the phone… 3 s left; ports seen: " in text
+    assert "waiting for the phone… 1 s left" in text  # redrawn in place as it counts down
+    assert not any("waiting for the phone…" in ln for ln in lines)  # and erased at the end
+    assert any(ln.startswith("error: no phone appeared") for ln in lines)
