@@ -8,13 +8,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+from clitools import run_main
 from test_cli_shell import on_terminal
+
+from romkit.sim.phone import VirtualPhone
 
 
 def _tree_digest(root: Path) -> str:
@@ -151,3 +157,67 @@ def test_waiting_line_is_live_on_a_terminal_and_gone_afterwards(tmp_path: Path) 
     assert "waiting for the phone… 1 s left" in text  # redrawn in place as it counts down
     assert not any("waiting for the phone…" in ln for ln in lines)  # and erased at the end
     assert any(ln.startswith("error: no phone appeared") for ln in lines)
+
+
+# -- 4. restore of a set that does not exist; readback's space check ----------------------------
+
+
+def test_restore_of_a_missing_set_fails_before_touching_the_phone(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The "phone" is a pty we hold the other end of: had romkit connected, its first BROM
+    handshake byte (0xA0) would be waiting there."""
+    master, slave = os.openpty()
+    try:
+        code, _, err = run_main(capsys, "restore", "20990101T000000_000000Z", "--port",
+                                os.ttyname(slave), "--wait", "1")
+        ready, _, _ = select.select([master], [], [], 0.3)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert code == 2, err
+    assert err.splitlines()[0] == "error: no complete backup set named '20990101T000000_000000Z'"
+    assert err.splitlines()[1].startswith("hint: list sets with `romkit restore --list`")
+    assert ready == []  # not a byte was sent to the phone
+
+
+@pytest.fixture
+def sim_phone(tmp_path: Path) -> Iterator[VirtualPhone]:
+    phone = VirtualPhone(tmp_path / "phone", year=2013)
+    phone.start()
+    try:
+        yield phone
+    finally:
+        phone.stop()
+
+
+@pytest.mark.parametrize("which", [["--all"], ["NVRAM,ANDROID"]])
+def test_readback_refuses_a_dump_that_does_not_fit(
+        which: list[str], sim_phone: VirtualPhone, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Free space is the operating system's figure (shutil.disk_usage); it is made small here
+    because no test can fill the disk. The needed bytes are the phone's own partition sizes:
+    the virtual S820's PMT (romkit/sim/s820.py), summed independently below."""
+    from romkit.sim import s820
+
+    out = tmp_path / "dump"
+    real = shutil.disk_usage
+    free = 1 << 20
+    monkeypatch.setattr(shutil, "disk_usage",
+                        lambda p: real(p)._replace(free=free))
+    code, _, err = run_main(capsys, "readback", *which, str(out), "--port",
+                            str(sim_phone.port), "--wait", "5", "--firmware",
+                            str(_folder(tmp_path)))
+    assert code == 1, err
+    first = err.splitlines()[-2]
+    assert first.startswith(f"error: not enough space in {out}: "), err
+    assert f"{free} bytes (0.00 GiB) are free; nothing was read" in first
+    needed = int(first.split(" need ")[1].split(" bytes")[0])
+    if which == ["NVRAM,ANDROID"]:
+        starts = [start for _, start in s820.LAYOUT]
+        size = {name.removeprefix("__NODL_"): nxt - start
+                for (name, start), nxt in zip(s820.LAYOUT, starts[1:], strict=False)}
+        assert needed == size["NVRAM"] + size["ANDROID"] == 0x500000 + 0x5DC00000
+    else:
+        assert needed > 3 * 2**30  # every partition of a 4 GB phone
+    assert err.splitlines()[-1].startswith("hint: free space or choose another OUT_DIR")
+    assert not out.exists() or list(out.iterdir()) == []

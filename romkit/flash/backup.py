@@ -319,6 +319,24 @@ def good_set(cid: bytes | None) -> BackupSet | None:
     return next((s for s in list_sets(cid) if s.good), None)
 
 
+def require_set(ref: str | None) -> None:
+    """Refuse, before any phone is touched, a restore that cannot find its set anyway: a named
+    set no phone's folder holds, or no set at all. Which phone's set is the right one is
+    decided after connecting (`find_set` with the phone's CID)."""
+    if ref:
+        root = backups_root()
+        candidates = [Path(ref).expanduser(), root / ref]
+        if root.is_dir():
+            candidates += [d / ref for d in root.iterdir() if d.is_dir()]
+        if not any((c / MANIFEST).is_file() for c in candidates):
+            raise UsageError(f"no complete backup set named {ref!r}",
+                             hint="list sets with `romkit restore --list`; nothing was sent "
+                                  "to the phone")
+    elif not list_sets(None):
+        raise UsageError("no calibration backup found on this computer",
+                         hint="take one with `romkit backup` (flash takes one automatically)")
+
+
 def find_set(ref: str | None, cid: bytes | None) -> BackupSet:
     """Resolve what the user named: a path, `<cid>/<timestamp>`, a timestamp, or — when
     nothing is named — the newest *good* set (never a blank or after-format one)."""
