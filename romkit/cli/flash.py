@@ -20,6 +20,7 @@ import typer
 from romkit.cli.output import JsonOpt, human_size, out, table
 from romkit.device import protocol as P
 from romkit.errors import DeviceError, Interrupted, UsageError
+from romkit.flash.backup import DEFAULT_KEEP, PruneResult, backups_root, prune_sets, set_size
 from romkit.flash.engine import FlashRequest, FlashResult, flash
 from romkit.flash.interrupt import Interrupted as FlashInterrupted
 from romkit.flash.plan import MODES, FlashPlan, Mode, PlanOptions
@@ -35,7 +36,7 @@ from romkit.flash.tools import (
     readback,
     restore_phone,
 )
-from romkit.progress import ProgressEvent
+from romkit.progress import ProgressEvent, Reporter
 from romkit.station import (
     TABLE_HEADERS,
     PhoneRow,
@@ -340,17 +341,55 @@ def _render_station(r: StationResult) -> None:
 
 def _backup_cmd(ctx: typer.Context, port: PortOpt = None, da: DaOpt = None,
                 preloader: PreloaderOpt = None, firmware: FirmwareOpt = None, wait: WaitOpt = 30.0,
-                trace: TraceOpt = None, json_: JsonOpt = False) -> None:
+                trace: TraceOpt = None,
+                prune: Annotated[bool, typer.Option(
+                    "--prune", help="Delete old sets instead (no phone): per phone keep the "
+                                    "first good set, the newest good set and the newest N.")
+                ] = False,
+                keep: Annotated[int | None, typer.Option(
+                    "--keep", metavar="N", help=f"With --prune: how many of each phone's "
+                                                f"newest sets stay (default {DEFAULT_KEEP}).")
+                ] = None,
+                dry_run: Annotated[bool, typer.Option(
+                    "--dry-run", help="With --prune: list what would be deleted.")] = False,
+                json_: JsonOpt = False) -> None:
     """Save NVRAM, PROTECT_F/S, PRO_INFO and SECCFG (IMEI, calibration) to the data dir.
 
-    Example: romkit backup --port /dev/ttyACM0
+    Sets are never deleted automatically (28 MB each on an S820): `--prune` applies the
+    retention rule when you ask, `--prune --dry-run` shows it first.
+
+    Example: romkit backup --port /dev/ttyACM0   (cleanup: romkit backup --prune --dry-run)
     """
     out.use_json(json_)
+    if not prune and (keep is not None or dry_run):
+        raise UsageError("--keep and --dry-run belong to --prune",
+                         hint="romkit backup --prune --keep 3 --dry-run")
+    if prune:
+        pruned = prune_sets(DEFAULT_KEEP if keep is None else keep, dry_run=dry_run,
+                            on_progress=Reporter(_progress))
+        payload = {**pruned.model_dump(mode="json"), "freed": pruned.freed,
+                   "deleted": [e.name for e in pruned.deleted], "backups_dir": str(backups_root())}
+        out.result(payload, lambda: _render_prune(pruned))
+        return
     req = BackupRequest(port=port, da=da, preloader=preloader, firmware_dir=firmware, wait=wait,
                         trace=trace)
     with reporting_interrupts(ctx):
         result = backup_phone(req, _progress)
     out.result(result, lambda: _render_backup(result))
+
+
+def _render_prune(r: PruneResult) -> None:
+    if not r.sets:
+        out.line(f"no backup sets in {backups_root()}")
+        return
+    gone = "would delete" if r.dry_run else "deleted"
+    out.table([[e.name, e.created, e.verdict, human_size(e.size),
+                f"keep ({e.reason})" if e.keep else gone] for e in r.sets],
+              ["set", "created", "calibration", "size", "action"])
+    kept = [e for e in r.sets if e.keep]
+    out.line(f"{'dry run: ' if r.dry_run else ''}{gone} {len(r.deleted)} set(s), "
+             f"{human_size(r.freed)}; kept {len(kept)} set(s), "
+             f"{human_size(sum(e.size for e in kept))} in {backups_root()}")
 
 
 def _render_backup(r: BackupResult) -> None:
@@ -388,6 +427,7 @@ def _restore_cmd(
     out.use_json(json_)
     if list_:
         sets = list_backups()
+        sizes = {s.name: set_size(s.path) for s in sets}
         firsts: dict[str, str] = {}
         for s in sets:  # newest first: the first good set per phone is its default
             if s.good:
@@ -396,15 +436,10 @@ def _restore_cmd(
         payload: list[dict[str, Any]] = [
             {"name": s.name, "path": str(s.path), "created": s.manifest.created,
              "reason": s.manifest.reason, "when": s.manifest.when, "verdict": s.verdict,
-             "blank": s.blank_parts, "default": s.name in defaults,
+             "blank": s.blank_parts, "default": s.name in defaults, "size": sizes[s.name],
              "partitions": [e.name for e in s.manifest.entries]}
             for s in sets]
-        out.result(payload, lambda: out.line(table(
-            [[p["name"] + (" *" if p["default"] else ""), p["created"], p["verdict"].upper()
-              if p["verdict"] != "good" else "good", p["when"], ",".join(p["partitions"]),
-              p["reason"]] for p in payload],
-            ["set (* = default)", "created", "calibration", "taken", "partitions", "reason"])
-            if payload else "no backup sets"))
+        out.result(payload, lambda: _render_list(payload))  # JSON: a list, as before (+size)
         return
     req = RestoreRequest(set_ref=set_ref, port=port, da=da, preloader=preloader,
                          firmware_dir=firmware, wait=wait, dry_run=dry_run, trace=trace,
@@ -412,6 +447,20 @@ def _restore_cmd(
     with reporting_interrupts(ctx):
         result = restore_phone(req, _progress)
     out.result(result, lambda: _render_restore(result))
+
+
+def _render_list(payload: list[dict[str, Any]]) -> None:
+    if not payload:
+        out.line(f"no backup sets in {backups_root()}")
+        return
+    out.line(table(
+        [[p["name"] + (" *" if p["default"] else ""), p["created"], p["verdict"].upper()
+          if p["verdict"] != "good" else "good", p["when"], human_size(p["size"]),
+          ",".join(p["partitions"]), p["reason"]] for p in payload],
+        ["set (* = default)", "created", "calibration", "taken", "size", "partitions",
+         "reason"]))
+    out.line(f"{len(payload)} set(s), {human_size(sum(p['size'] for p in payload))} in "
+             f"{backups_root()}  (prune: romkit backup --prune --dry-run)")
 
 
 def _render_restore(r: RestoreResult) -> None:
