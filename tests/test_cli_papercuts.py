@@ -221,3 +221,42 @@ def test_readback_refuses_a_dump_that_does_not_fit(
         assert needed > 3 * 2**30  # every partition of a 4 GB phone
     assert err.splitlines()[-1].startswith("hint: free space or choose another OUT_DIR")
     assert not out.exists() or list(out.iterdir()) == []
+
+
+# -- 4. fetch --dry-run asks the server for the size --------------------------------------------
+
+
+@pytest.mark.parametrize("server,said,body_bytes", [
+    ({}, "to download: 300.0 KiB (size from the server)", 0),  # HEAD answers
+    ({"head": False}, "to download: 300.0 KiB (size from the server)", 1),  # 405: 0-0 Range
+    ({"sizes": False}, "to download: unknown (the server does not say)", None),
+])
+def test_fetch_dry_run_asks_the_server_for_the_size(
+        tmp_path: Path, server: dict[str, bool], said: str, body_bytes: int | None) -> None:
+    from romkit.fetch.localserver import LocalServer
+
+    data = os.urandom(300 * 1024)  # not in any catalog: only the server can know its size
+    with LocalServer({"fw-unknown.zip": data}, **server) as srv:
+        res = subprocess.run([sys.executable, "-m", "romkit", "fetch", "fw-unknown.zip",
+                              "--url", srv.url("fw-unknown.zip"), "--dry-run", "--dest",
+                              str(tmp_path / "d")], capture_output=True, text=True,
+                             env={**os.environ, "ROMKIT_HOME": str(tmp_path / "h")}, timeout=60)
+        served = srv.served
+    assert res.returncode == 0, res.stderr
+    assert said in res.stdout.splitlines(), res.stdout
+    if body_bytes is not None:
+        assert sum(s.sent for s in served) == body_bytes  # a size question, not a download
+    assert not (tmp_path / "d").exists()
+
+
+def test_fetch_dry_run_with_a_dead_server_says_unknown_quickly(tmp_path: Path) -> None:
+    import time
+
+    start = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "romkit", "fetch", "fw-unknown.zip", "--url",
+                          "http://127.0.0.1:9/fw-unknown.zip", "--dry-run"],
+                         capture_output=True, text=True,
+                         env={**os.environ, "ROMKIT_HOME": str(tmp_path / "h")}, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "to download: unknown (no server answered)" in res.stdout.splitlines()
+    assert time.monotonic() - start < 15
