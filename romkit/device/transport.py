@@ -337,8 +337,16 @@ def wait_for_port(port: str | None, timeout: float, poll: float = 0.05,
     deadline = t0 + timeout
     target = port if port is not None else "a MediaTek USB port"
     rep.info(CONNECT_PROMPT, waiting_for=target, timeout=timeout)
-    rep.start(WAIT_TASK, _waiting_line(timeout, []), total=max(int(timeout), 1), unit="s")
-    shown = -1
+    shown = -1  # the seconds-left figure on the live line; -1: no line drawn yet
+
+    def done(label: str, path: str, **data: Any) -> str:
+        """End the wait: the live line (if one was drawn) turns into `label`."""
+        if shown >= 0:
+            rep.end(WAIT_TASK, label, **data)
+        elif label:
+            rep.info(label, **data)
+        return path
+
     while True:
         if port is not None:
             if os.path.exists(port):
@@ -346,22 +354,21 @@ def wait_for_port(port: str | None, timeout: float, poll: float = 0.05,
                 virtual = virtualports.lookup(port)
                 found = (f"found virtual phone {virtual.phone_id} on {port} (a running "
                          "`romkit sim`)" if virtual is not None else f"found port {port}")
-                rep.end(WAIT_TASK, found if shown >= 0 else "", port=port,
-                        virtual=virtual is not None)
-                return port
+                return done(found if shown >= 0 else "", port, port=port,
+                            virtual=virtual is not None)
         else:
             ports = find_mtk_ports()
             if ports:
                 best = ports[0]
                 what = (f"virtual phone {best.serial_number} (a running `romkit sim`) on"
                         if best.virtual else f"{best.mode} port")
-                rep.end(WAIT_TASK, f"found {what} {best.device} ({best.usb_id}, {best.mode})",
-                        port=best.device, mode=best.mode, usb_id=best.usb_id,
-                        virtual=best.virtual)
-                return best.device
+                return done(f"found {what} {best.device} ({best.usb_id}, {best.mode})",
+                            best.device, port=best.device, mode=best.mode,
+                            usb_id=best.usb_id, virtual=best.virtual)
         now = time.monotonic()
         if now >= deadline:
-            rep.end(WAIT_TASK)
+            if shown >= 0:
+                rep.end(WAIT_TASK)
             raise TransportError(
                 f"no phone appeared on {target} within {timeout:g} s",
                 hint=CONNECT_PROMPT + " " + DOCTOR_HINT,
@@ -370,10 +377,13 @@ def wait_for_port(port: str | None, timeout: float, poll: float = 0.05,
             )
         left = int(deadline - now + 0.999)
         if left != shown:  # the live line changes once a second: seconds left, ports seen
-            shown = left
             seen = ports_seen()
-            rep.emit(ProgressEvent("update", WAIT_TASK, _waiting_line(left, seen),
-                                   int(now - t0), max(int(timeout), 1), "s",
+            line = _waiting_line(left, seen)
+            if shown < 0:
+                rep.start(WAIT_TASK, line, total=max(int(timeout), 1), unit="s")
+            shown = left
+            rep.emit(ProgressEvent("update", WAIT_TASK, line, int(now - t0),
+                                   max(int(timeout), 1), "s",
                                    {"seconds_left": left, "ports_seen": seen}))
         time.sleep(poll)
 
