@@ -40,20 +40,41 @@ def _only_dest_written(parent: Path, allowed: set[str]) -> None:
 
 @pytest.mark.parametrize("kind", ["7z", "zip"])
 def test_extract_real_archive(tmp_path: Path, fixtures_dir: Path, kind: str) -> None:
+    """The package's single top folder is named like DEST (`romkit fetch BUILD` unpacks into
+    ./BUILD): its content goes straight into DEST, not into DEST/BUILD/ (issue 18)."""
     files = firmware_files(fixtures_dir)
     arc = tmp_path / f"fw.{kind}"
     (make_7z if kind == "7z" else make_zip)(arc, files)
     dest = tmp_path / "out" / BUILD
     events: list = []
     res = extract(arc, dest, on_progress=events.append)
-    assert _tree(dest) == files
-    assert res.firmware_folder == (dest / BUILD / "target_bin").resolve()
+    assert _tree(dest) == {k.removeprefix(f"{BUILD}/"): v for k, v in files.items()}
+    assert res.firmware_folder == (dest / "target_bin").resolve()
     assert (res.firmware_folder / SCATTER).is_file()
-    assert res.flash_tool_folder == (dest / BUILD / "SP_Flash_Tool_v3.1316").resolve()
+    assert res.flash_tool_folder == (dest / "SP_Flash_Tool_v3.1316").resolve()
     assert res.files == len(files)
     assert res.bytes == sum(len(v) for v in files.values())
     assert any(e.kind == "end" and e.task == "unpack" for e in events)
     _only_dest_written(dest.parent, {BUILD})
+
+
+@pytest.mark.parametrize("kind", ["7z", "zip"])
+def test_top_folder_named_like_the_archive_is_not_doubled(tmp_path: Path, fixtures_dir: Path,
+                                                          kind: str) -> None:
+    files = firmware_files(fixtures_dir)
+    arc = tmp_path / f"{BUILD}.{kind}"
+    (make_7z if kind == "7z" else make_zip)(arc, files)
+    dest = tmp_path / "work" / "fw"  # --dest with another name: the archive's name decides
+    res = extract(arc, dest)
+    assert sorted(p.name for p in dest.iterdir()) == ["SP_Flash_Tool_v3.1316", "target_bin"]
+    assert res.firmware_folder == (dest / "target_bin").resolve()
+    _only_dest_written(dest.parent, {"fw"})
+    # a top folder with another name is kept: it may be all the user knows the package by
+    other = tmp_path / "other.zip"
+    make_zip(other, {f"Lenovo_S820/{k}": v for k, v in files.items()})
+    kept = extract(other, tmp_path / "x")
+    assert kept.firmware_folder == (tmp_path / "x" / "Lenovo_S820" / BUILD / "target_bin"
+                                    ).resolve()
 
 
 def test_existing_dest_is_reused_then_replaced_with_force(tmp_path: Path,

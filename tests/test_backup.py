@@ -243,3 +243,79 @@ def test_backup_files_are_private(emmc: Path) -> None:
         entry = bset.entry(rng.name)
         assert entry is not None
         assert bset.file_of(entry).stat().st_mode & 0o777 == 0o600
+
+
+# -- retention: `romkit backup --prune` (issue 18) -----------------------------------------------
+OTHER = bytes.fromhex("150100" + b"SIM14S".hex() + "10" + "2468ace0" + "b4" + "01")
+
+
+def _du(path: Path) -> int:
+    """Bytes under `path`, as `du -b` counts them."""
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+def _history(tmp_path: Path, cid: bytes, kinds: str) -> list[Path]:
+    """Real sets of one phone, oldest first: g = good, b = blank, a = read after a format."""
+    made = []
+    for i, k in enumerate(kinds):
+        fill = b"\x00" if k == "b" else b"IMEI%d" % i
+        bset = take_backup(cid, RANGES, _file_reader(_emmc_with(tmp_path, f"{cid.hex()}{i}",
+                                                                fill)),
+                           when="after-format" if k == "a" else "manual")
+        made.append(bset.path)
+    return made
+
+
+def test_prune_keeps_first_good_newest_good_and_newest_n(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from clitools import run_main
+
+    a = _history(tmp_path, CID, "bgaggaaa")  # 0 blank, 1 first good, 4 newest good
+    b = _history(tmp_path, OTHER, "gbbbb")  # the only good set is the oldest
+    expect_gone = {a[0], a[2], a[3], b[1]}
+    before = {p: sorted(f.name for f in p.iterdir()) for p in a + b}
+    size = {p: _du(p) for p in a + b}
+    assert all(s > sum(r.length for r in RANGES) for s in size.values())  # + the manifest
+    freed = sum(size[p] for p in expect_gone)
+
+    code, out, err = run_main(capsys, "backup", "--prune", "--dry-run")
+    assert code == 0, err
+    would = [ln.split()[0] for ln in out.splitlines() if ln.endswith("would delete")]
+    assert sorted(would) == sorted(f"{p.parent.name}/{p.name}" for p in expect_gone)
+    assert f"would delete 4 set(s), {freed / 1024:.1f} KiB" in out
+    assert {p: sorted(f.name for f in p.iterdir()) for p in a + b} == before  # nothing gone
+    for p in a + b:
+        line = next(ln for ln in out.splitlines() if ln.startswith(f"{p.parent.name}/{p.name}"))
+        assert f"{size[p] / 1024:.1f} KiB" in line  # each set's size
+
+    code, out, err = run_main(capsys, "--json", "backup", "--prune")
+    doc = json.loads(out)
+    assert code == 0 and doc["freed"] == freed and not doc["dry_run"]
+    assert {p for p in a + b if p.exists()} == set(a + b) - expect_gone
+    reasons = {e["name"].split("/")[1]: e["reason"] for e in doc["sets"] if e["keep"]}
+    assert reasons[a[1].name] == "first good set"
+    assert reasons[a[4].name].startswith("newest good set")
+    assert reasons[b[0].name] == "first good set"  # the only good set survives 4 newer ones
+    # restore's default did not change, and --list shows sizes and the total
+    assert find_set(None, CID).path == a[4] and find_set(None, OTHER).path == b[0]
+    code, out, _ = run_main(capsys, "restore", "--list")
+    assert code == 0
+    rows = [ln for ln in out.splitlines() if ln[:32] in (CID.hex(), OTHER.hex())]
+    kept = [p for p in a + b if p not in expect_gone]
+    assert len(rows) == 9 and all(f"{size[p] / 1024:.1f} KiB" in r
+                                  for p in kept for r in rows if r.startswith(p.parent.name
+                                                                              + "/" + p.name))
+    total = sum(size[p] for p in kept)
+    assert out.splitlines()[-1].startswith(f"9 set(s), {total / 1024:.1f} KiB in ")
+
+    code, out, _ = run_main(capsys, "backup", "--prune", "--keep", "1")
+    assert code == 0 and a[5].exists() is False and a[7].exists() and b[4].exists()
+
+
+def test_prune_options_need_prune(capsys: pytest.CaptureFixture[str]) -> None:
+    from clitools import run_main
+
+    code, _, err = run_main(capsys, "backup", "--keep", "2")
+    assert code == 2 and err.startswith("error: --keep and --dry-run belong to --prune")
+    code, _, err = run_main(capsys, "backup", "--prune", "--keep", "0")
+    assert code == 2 and "hint:" in err

@@ -46,12 +46,13 @@ def test_cli_fetch_downloads_verifies_unpacks_and_records(
                               "--connections", "3"],
                              capture_output=True, text=True, env=dict(os.environ), timeout=60)
         assert run.returncode == 0, run.stderr
-        firmware = dest / BUILD / "target_bin"
+        # the archive's own top folder ({BUILD}/) is not repeated inside DEST (issue 18)
+        firmware = dest / "target_bin"
         assert f"firmware:    {firmware.resolve()}" in run.stdout
         assert "first download" in run.stderr
         assert workspace.current_firmware() == firmware.resolve()
         for name, data in files.items():
-            assert (dest / name).read_bytes() == data
+            assert (dest / name.removeprefix(f"{BUILD}/")).read_bytes() == data
         again = subprocess.run([sys.executable, "-m", "romkit", "--json", "fetch",
                                 "S820_ROW_S124", "--url", srv.url(ARCHIVE), "--dest",
                                 str(dest)], capture_output=True, text=True,

@@ -76,7 +76,13 @@ def _render(res: FetchResult) -> None:
             out.line(f"             {human_size(res.partial_bytes)} already downloaded "
                      "(will resume)")
         if not res.cached:
-            out.line(f"to download: {human_size(res.would_download)}")
+            if res.would_download is not None:
+                said = " (size from the server)" if res.size_source == "server" else ""
+                out.line(f"to download: {human_size(res.would_download)}{said}")
+            else:
+                why = ("no URL to ask" if not res.candidates else "no server answered"
+                       if res.size_source == "no answer" else "the server does not say")
+                out.line(f"to download: unknown ({why})")
         if res.dest is not None:
             out.line(f"destination: {res.dest}")
         return

@@ -20,9 +20,10 @@ import typer
 from romkit.cli.output import JsonOpt, human_size, out, table
 from romkit.device import protocol as P
 from romkit.errors import DeviceError, Interrupted, UsageError
+from romkit.flash.backup import DEFAULT_KEEP, PruneResult, backups_root, prune_sets, set_size
 from romkit.flash.engine import FlashRequest, FlashResult, flash
 from romkit.flash.interrupt import Interrupted as FlashInterrupted
-from romkit.flash.plan import MODES, Mode, PlanOptions
+from romkit.flash.plan import MODES, FlashPlan, Mode, PlanOptions
 from romkit.flash.tools import (
     BackupRequest,
     BackupResult,
@@ -35,7 +36,7 @@ from romkit.flash.tools import (
     readback,
     restore_phone,
 )
-from romkit.progress import ProgressEvent
+from romkit.progress import ProgressEvent, Reporter
 from romkit.station import (
     TABLE_HEADERS,
     PhoneRow,
@@ -44,7 +45,7 @@ from romkit.station import (
     run_station,
     table_rows,
 )
-from romkit.workspace import resolve_firmware_dir
+from romkit.workspace import recorded_build, resolve_firmware_dir
 
 PortOpt = Annotated[str | None, typer.Option(
     "--port", help="Serial port of the phone (default: wait for a MediaTek USB port).")]
@@ -93,6 +94,36 @@ def _progress(event: ProgressEvent) -> None:
         render_plan(dict(event.data["plan"]))
         return
     out.progress(event)
+
+
+def flash_summary(plan: FlashPlan) -> list[str]:
+    """What is about to happen, in the words a technician checks before saying yes: which
+    folder and build (the "current firmware" changes with every fetch), which mode, on which
+    phone, and what gets written and erased."""
+    folder = Path(plan.firmware_dir)
+    build = recorded_build(folder) or "not recorded (folder not unpacked by `romkit fetch`)"
+    writes = [o for o in plan.operations if o.kind == "write"]
+    formats = [o.partition for o in plan.operations if o.kind == "format"]
+    size = human_size(sum(o.length or 0 for o in writes))
+    phone = f"phone {plan.device.cid}" if plan.device else "the phone"
+    lines = [f"firmware: {folder}",
+             f"build:    {build}",
+             f"mode:     {plan.mode} on {phone}",
+             f"writes:   {len(writes)} partition(s), {size}: "
+             + ", ".join(o.partition for o in writes)]
+    if formats:
+        lines.append(f"erases:   {', '.join(formats)}")
+    return lines
+
+
+def ask_before_writing(plan: FlashPlan) -> bool:
+    """The question before the first write (only on a terminal; see `_flash_cmd`)."""
+    out.close_bars()
+    for line in flash_summary(plan):
+        out.note(line)
+    n = sum(o.kind == "write" for o in plan.operations)
+    return typer.confirm(f"Flash {n} partition(s) from {Path(plan.firmware_dir).name} to this "
+                         "phone?", default=False, err=True)
 
 
 def _render_flash(r: FlashResult) -> None:
@@ -201,6 +232,9 @@ def _flash_cmd(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Show the plan; write nothing (checks the phone if --port).")
     ] = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="Do not ask before writing (never asked under --json or when "
+                            "stdin is not a terminal).")] = False,
     no_verify: Annotated[bool, typer.Option(
         "--no-verify", help="Skip the read-back verification.")] = False,
     no_backup: Annotated[bool, typer.Option(
@@ -217,6 +251,10 @@ def _flash_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """Flash a firmware folder to the phone, verify it, keep calibration safe.
+
+    On a terminal it shows the firmware folder, build, mode and what will be written, then
+    asks "Flash … to this phone? [y/N]" once the phone is connected; --yes skips the
+    question. Under --json or with stdin not a terminal (scripts, the station) it never asks.
 
     Example: romkit flash --dry-run   (then: romkit flash)
     """
@@ -248,9 +286,19 @@ def _flash_cmd(
         options=PlanOptions(mode=cast(Mode, mode), only=_csv(only), skip=_csv(skip),
                             verify=not no_verify, backup=not no_backup,
                             erase_calibration_ok=erase_ok))
+    # Ask only a person: a script or the station (stdin not a terminal) and --json callers
+    # proceed as they always did, so nothing that ran unattended starts to hang on a prompt.
+    ask = not (yes or dry_run or out.json) and _stdin_is_terminal()
     with reporting_interrupts(ctx, drop=("fresh",)):
-        result = flash(req, _progress)
+        result = flash(req, _progress, confirm=ask_before_writing if ask else None)
     out.result(result, lambda: _render_flash(result))
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _run_station(req: StationRequest) -> None:
@@ -295,17 +343,55 @@ def _render_station(r: StationResult) -> None:
 
 def _backup_cmd(ctx: typer.Context, port: PortOpt = None, da: DaOpt = None,
                 preloader: PreloaderOpt = None, firmware: FirmwareOpt = None, wait: WaitOpt = 30.0,
-                trace: TraceOpt = None, json_: JsonOpt = False) -> None:
+                trace: TraceOpt = None,
+                prune: Annotated[bool, typer.Option(
+                    "--prune", help="Delete old sets instead (no phone): per phone keep the "
+                                    "first good set, the newest good set and the newest N.")
+                ] = False,
+                keep: Annotated[int | None, typer.Option(
+                    "--keep", metavar="N", help=f"With --prune: how many of each phone's "
+                                                f"newest sets stay (default {DEFAULT_KEEP}).")
+                ] = None,
+                dry_run: Annotated[bool, typer.Option(
+                    "--dry-run", help="With --prune: list what would be deleted.")] = False,
+                json_: JsonOpt = False) -> None:
     """Save NVRAM, PROTECT_F/S, PRO_INFO and SECCFG (IMEI, calibration) to the data dir.
 
-    Example: romkit backup --port /dev/ttyACM0
+    Sets are never deleted automatically (28 MB each on an S820): `--prune` applies the
+    retention rule when you ask, `--prune --dry-run` shows it first.
+
+    Example: romkit backup --port /dev/ttyACM0   (cleanup: romkit backup --prune --dry-run)
     """
     out.use_json(json_)
+    if not prune and (keep is not None or dry_run):
+        raise UsageError("--keep and --dry-run belong to --prune",
+                         hint="romkit backup --prune --keep 3 --dry-run")
+    if prune:
+        pruned = prune_sets(DEFAULT_KEEP if keep is None else keep, dry_run=dry_run,
+                            on_progress=Reporter(_progress))
+        payload = {**pruned.model_dump(mode="json"), "freed": pruned.freed,
+                   "deleted": [e.name for e in pruned.deleted], "backups_dir": str(backups_root())}
+        out.result(payload, lambda: _render_prune(pruned))
+        return
     req = BackupRequest(port=port, da=da, preloader=preloader, firmware_dir=firmware, wait=wait,
                         trace=trace)
     with reporting_interrupts(ctx):
         result = backup_phone(req, _progress)
     out.result(result, lambda: _render_backup(result))
+
+
+def _render_prune(r: PruneResult) -> None:
+    if not r.sets:
+        out.line(f"no backup sets in {backups_root()}")
+        return
+    gone = "would delete" if r.dry_run else "deleted"
+    out.table([[e.name, e.created, e.verdict, human_size(e.size),
+                f"keep ({e.reason})" if e.keep else gone] for e in r.sets],
+              ["set", "created", "calibration", "size", "action"])
+    kept = [e for e in r.sets if e.keep]
+    out.line(f"{'dry run: ' if r.dry_run else ''}{gone} {len(r.deleted)} set(s), "
+             f"{human_size(r.freed)}; kept {len(kept)} set(s), "
+             f"{human_size(sum(e.size for e in kept))} in {backups_root()}")
 
 
 def _render_backup(r: BackupResult) -> None:
@@ -343,6 +429,7 @@ def _restore_cmd(
     out.use_json(json_)
     if list_:
         sets = list_backups()
+        sizes = {s.name: set_size(s.path) for s in sets}
         firsts: dict[str, str] = {}
         for s in sets:  # newest first: the first good set per phone is its default
             if s.good:
@@ -351,15 +438,10 @@ def _restore_cmd(
         payload: list[dict[str, Any]] = [
             {"name": s.name, "path": str(s.path), "created": s.manifest.created,
              "reason": s.manifest.reason, "when": s.manifest.when, "verdict": s.verdict,
-             "blank": s.blank_parts, "default": s.name in defaults,
+             "blank": s.blank_parts, "default": s.name in defaults, "size": sizes[s.name],
              "partitions": [e.name for e in s.manifest.entries]}
             for s in sets]
-        out.result(payload, lambda: out.line(table(
-            [[p["name"] + (" *" if p["default"] else ""), p["created"], p["verdict"].upper()
-              if p["verdict"] != "good" else "good", p["when"], ",".join(p["partitions"]),
-              p["reason"]] for p in payload],
-            ["set (* = default)", "created", "calibration", "taken", "partitions", "reason"])
-            if payload else "no backup sets"))
+        out.result(payload, lambda: _render_list(payload))  # JSON: a list, as before (+size)
         return
     req = RestoreRequest(set_ref=set_ref, port=port, da=da, preloader=preloader,
                          firmware_dir=firmware, wait=wait, dry_run=dry_run, trace=trace,
@@ -367,6 +449,20 @@ def _restore_cmd(
     with reporting_interrupts(ctx):
         result = restore_phone(req, _progress)
     out.result(result, lambda: _render_restore(result))
+
+
+def _render_list(payload: list[dict[str, Any]]) -> None:
+    if not payload:
+        out.line(f"no backup sets in {backups_root()}")
+        return
+    out.line(table(
+        [[p["name"] + (" *" if p["default"] else ""), p["created"], p["verdict"].upper()
+          if p["verdict"] != "good" else "good", p["when"], human_size(p["size"]),
+          ",".join(p["partitions"]), p["reason"]] for p in payload],
+        ["set (* = default)", "created", "calibration", "taken", "size", "partitions",
+         "reason"]))
+    out.line(f"{len(payload)} set(s), {human_size(sum(p['size'] for p in payload))} in "
+             f"{backups_root()}  (prune: romkit backup --prune --dry-run)")
 
 
 def _render_restore(r: RestoreResult) -> None:

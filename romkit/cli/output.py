@@ -220,6 +220,8 @@ class Output:
         task = self._tasks.get(event.task)
         if task is None or self._progress is None:
             return
+        if event.label:  # a live line that says more than a count (waiting for the phone)
+            self._progress.update(task, description=event.label)
         if event.total:
             self._progress.update(task, total=event.total, completed=event.done)
         else:

@@ -28,7 +28,7 @@ from serial.tools.list_ports_common import ListPortInfo
 from romkit import virtualports
 from romkit.device import protocol as P
 from romkit.errors import DeviceTimeout, TransportError
-from romkit.progress import ProgressCallback, Reporter
+from romkit.progress import ProgressCallback, ProgressEvent, Reporter
 from romkit.trace import TraceWriter
 
 DOCTOR_HINT = (
@@ -256,6 +256,7 @@ class PortInfo:
     mode: str  # "brom" | "preloader" | "da" | "vendor"
     description: str = ""
     serial_number: str | None = None
+    virtual: bool = False  # announced by a running virtual phone (`romkit sim`), not USB
 
     @property
     def usb_id(self) -> str:
@@ -286,7 +287,7 @@ def find_mtk_ports(ports: Iterable[ListPortInfo] | None = None, *,
             mode = port_mode(entry.vid, entry.pid)
             if mode is not None:
                 found.append(PortInfo(entry.port, entry.vid, entry.pid, mode,
-                                      entry.description, entry.phone_id))
+                                      entry.description, entry.phone_id, virtual=True))
     found.sort(key=lambda info: (_PREFERENCE[info.mode], info.device))
     return found
 
@@ -332,24 +333,76 @@ def wait_for_port(port: str | None, timeout: float, poll: float = 0.05,
             spft_code=FT_FIND_USB_ERROR,
             details={"port": port},
         )
-    deadline = time.monotonic() + timeout
+    t0 = time.monotonic()
+    deadline = t0 + timeout
     target = port if port is not None else "a MediaTek USB port"
     rep.info(CONNECT_PROMPT, waiting_for=target, timeout=timeout)
+    shown = -1  # the seconds-left figure on the live line; -1: no line drawn yet
+
+    def done(label: str, path: str, **data: Any) -> str:
+        """End the wait: the live line (if one was drawn) turns into `label`."""
+        if shown >= 0:
+            rep.end(WAIT_TASK, label, **data)
+        elif label:
+            rep.info(label, **data)
+        return path
+
     while True:
         if port is not None:
             if os.path.exists(port):
-                return port
+                # a named port that is there at once needs no line; one waited for does
+                virtual = virtualports.lookup(port)
+                found = (f"found virtual phone {virtual.phone_id} on {port} (a running "
+                         "`romkit sim`)" if virtual is not None else f"found port {port}")
+                return done(found if shown >= 0 else "", port, port=port,
+                            virtual=virtual is not None)
         else:
             ports = find_mtk_ports()
             if ports:
-                rep.info(f"found {ports[0].mode} port {ports[0].device} ({ports[0].usb_id})",
-                         port=ports[0].device, mode=ports[0].mode, usb_id=ports[0].usb_id)
-                return ports[0].device
-        if time.monotonic() >= deadline:
+                best = ports[0]
+                what = (f"virtual phone {best.serial_number} (a running `romkit sim`) on"
+                        if best.virtual else f"{best.mode} port")
+                return done(f"found {what} {best.device} ({best.usb_id}, {best.mode})",
+                            best.device, port=best.device, mode=best.mode,
+                            usb_id=best.usb_id, virtual=best.virtual)
+        now = time.monotonic()
+        if now >= deadline:
+            if shown >= 0:
+                rep.end(WAIT_TASK)
             raise TransportError(
                 f"no phone appeared on {target} within {timeout:g} s",
                 hint=CONNECT_PROMPT + " " + DOCTOR_HINT,
                 spft_code=FT_FIND_USB_ERROR,
                 details={"port": port, "timeout": timeout},
             )
+        left = int(deadline - now + 0.999)
+        if left != shown:  # the live line changes once a second: seconds left, ports seen
+            seen = ports_seen()
+            line = _waiting_line(left, seen)
+            if shown < 0:
+                rep.start(WAIT_TASK, line, total=max(int(timeout), 1), unit="s")
+            shown = left
+            rep.emit(ProgressEvent("update", WAIT_TASK, line, int(now - t0),
+                                   max(int(timeout), 1), "s",
+                                   {"seconds_left": left, "ports_seen": seen}))
         time.sleep(poll)
+
+
+WAIT_TASK = "wait-for-phone"
+
+
+def _waiting_line(left: float, seen: list[str]) -> str:
+    return (f"waiting for the phone… {left:.0f} s left; ports seen: "
+            + (", ".join(seen) if seen else "none"))
+
+
+def ports_seen() -> list[str]:
+    """Every serial port present now, with its USB id: a phone that shows up under an
+    unexpected id (a rebadged preloader, a charging-only cable showing nothing) is spotted
+    on the waiting line instead of after the timeout."""
+    seen = []
+    for p in serial.tools.list_ports.comports():
+        usb = f" {p.vid:04X}:{p.pid:04X}" if p.vid is not None and p.pid is not None else ""
+        seen.append(f"{p.device}{usb}")
+    seen += [f"{v.port} (virtual phone {v.phone_id})" for v in virtualports.list_ports()]
+    return seen

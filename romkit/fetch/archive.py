@@ -470,6 +470,10 @@ def extract(archive: Path, dest: Path, *, force: bool = False,
     dest = dest.absolute()
     fmt, members = list_members(archive)
     firmware_rel, tool_rel = locate((m.name, m.is_dir) for m in members)
+    top = own_name_folder(archive, dest, members)
+    if top is not None:  # DEST/<name>/… would double the name: DEST is that folder
+        firmware_rel = _below(firmware_rel, top)
+        tool_rel = _below(tool_rel, top) if tool_rel else None
     if dest.exists() and not force:
         if dest.is_dir() and any(dest.iterdir()):
             try:
@@ -516,16 +520,41 @@ def extract(archive: Path, dest: Path, *, force: bool = False,
             raise _corrupt(archive, exc) from exc
         except Exception as exc:  # noqa: BLE001 - third-party decoders fail in many ways
             raise _corrupt(archive, exc) from exc
-        _swap_into_place(tmp, dest)
+        _swap_into_place(tmp / top if top is not None else tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if top is not None:
+        shutil.rmtree(tmp, ignore_errors=True)  # the emptied wrapper
     rep.update("unpack", budget.written, total)
     rep.end("unpack")
     files = sum(1 for m in members if not m.is_dir)
     return ExtractResult(dest=dest, firmware_folder=(dest / firmware_rel).resolve(),
                          flash_tool_folder=(dest / tool_rel).resolve() if tool_rel else None,
                          files=files, bytes=budget.written)
+
+
+def own_name_folder(archive: Path, dest: Path, members: list[Member]) -> str | None:
+    """The archive's single top-level folder, when it bears the archive's own name (or
+    DEST's): `S820_ROW_S124_140404.zip` holding `S820_ROW_S124_140404/target_bin/…`. Its
+    content then goes straight into DEST, instead of DEST/S820_ROW_S124_140404/…."""
+    tops = {PurePosixPath(m.name).parts[0] for m in members if PurePosixPath(m.name).parts}
+    if len(tops) != 1:
+        return None
+    (top,) = tops
+    if not all(m.is_dir or len(PurePosixPath(m.name).parts) > 1 for m in members):
+        return None  # a single *file* at the top: nothing to unwrap
+    stem = archive.name
+    for suffix in (".zip", ".7z"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+    return top if top.casefold() in (stem.casefold(), dest.name.casefold()) else None
+
+
+def _below(rel: str, top: str) -> str:
+    """`rel` (a member path inside the archive) relative to its top folder `top`."""
+    parts = PurePosixPath(rel).parts
+    return str(PurePosixPath(*parts[1:])) if len(parts) > 1 and parts[0] == top else "."
 
 
 def _swap_into_place(tmp: Path, dest: Path) -> None:

@@ -197,6 +197,43 @@ def plan(target: DownloadTarget, candidates: Sequence[Candidate], *,
                         to_download=to_download, candidates=list(candidates))
 
 
+SIZE_PROBE_TIMEOUT = 5.0  # a dry run should answer quickly, even with a dead mirror
+
+
+def remote_size(url: str, timeout: float = SIZE_PROBE_TIMEOUT) -> int | None:
+    """The file's size as the server states it, or None when it does not say; DownloadError
+    when it does not answer within `timeout`. HEAD first; a server that refuses HEAD (405,
+    403, …) or leaves out Content-Length is asked for byte 0 only (`Range: bytes=0-0`): a
+    206's Content-Range carries the total. Nothing is downloaded beyond that one byte."""
+
+    session = requests.Session()
+    session.headers["User-Agent"] = _USER_AGENT
+    session.headers["Accept-Encoding"] = "identity"
+    try:
+        try:
+            head = session.head(url, allow_redirects=True, timeout=timeout)
+            length = head.headers.get("Content-Length", "")
+            if head.status_code == 200 and length.isdigit():
+                return int(length)
+        except requests.RequestException:
+            pass  # try the GET: some hosts drop HEAD requests
+        try:
+            with session.get(url, headers={"Range": "bytes=0-0"}, stream=True,
+                             timeout=timeout) as resp:
+                if resp.status_code == 206:
+                    m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+                    return int(m.group(3)) if m is not None and m.group(3) != "*" else None
+                length = resp.headers.get("Content-Length", "")
+                if resp.status_code == 200 and length.isdigit():
+                    return int(length)  # the whole file would come: closed unread
+        except requests.RequestException as exc:
+            raise DownloadError(f"no answer from {url}: {_describe(exc)}",
+                                hint="check the URL and the network") from exc
+        return None
+    finally:
+        session.close()
+
+
 def download(target: DownloadTarget, candidates: Sequence[Candidate], *,
              options: DownloadOptions | None = None, cache: Path | None = None,
              on_progress: ProgressCallback | None = None) -> DownloadResult:

@@ -91,12 +91,18 @@ class LocalServer:
     Use as a context manager (or start()/stop()). `url(name)` gives the address of a file.
     `ranges=False` makes it ignore Range headers (answers 200 with the whole file), `rate` caps
     each connection at that many bytes per second, `validators` says which of ETag and
-    Last-Modified it sends (and honours in If-Range).
+    Last-Modified it sends (and honours in If-Range). `head=False` answers HEAD with 405 (as
+    some download hosts do); `sizes=False` never tells a size (no Content-Length, no ranges:
+    the body streams until the connection closes).
     """
 
     def __init__(self, files: Mapping[str, bytes | Path] | None = None, *,
                  root: Path | None = None, ranges: bool = True,
-                 rate: float | None = None, validators: Validators = "both") -> None:
+                 rate: float | None = None, validators: Validators = "both",
+                 head: bool = True, sizes: bool = True) -> None:
+        self.head = head
+        self.sizes = sizes
+        ranges = ranges and sizes
         self.ranges = ranges
         self.rate = rate
         self.root = root
@@ -295,6 +301,9 @@ def _make_handler(server: LocalServer) -> type[http.server.BaseHTTPRequestHandle
             return None
 
         def do_HEAD(self) -> None:
+            if not server.head:
+                self._plain(405, b"", {"Allow": "GET"})
+                return
             self._counted(head=True)
 
         def do_GET(self) -> None:
@@ -347,7 +356,11 @@ def _make_handler(server: LocalServer) -> type[http.server.BaseHTTPRequestHandle
             status = 206 if isinstance(rng, tuple) else 200
             self.send_response(status)
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(end - start))
+            if server.sizes:
+                self.send_header("Content-Length", str(end - start))
+            else:  # the body's end is the connection's end
+                self.send_header("Connection", "close")
+                self.close_connection = True
             if server.ranges:
                 self.send_header("Accept-Ranges", "bytes")
             if status == 206:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field
 
 from romkit.catalog import Build, Catalog, Resource
-from romkit.errors import CatalogError, UsageError
+from romkit.errors import CatalogError, DownloadError, UsageError
 from romkit.fetch import archive, download
 from romkit.fetch.download import (
     DEFAULT_LOW_SPEED_LIMIT,
@@ -77,6 +77,9 @@ class FetchResult(BaseModel):
     dry_run: bool = False
     candidates: list[Candidate] = Field(default_factory=list)
     would_download: int | None = None
+    # where would_download comes from: "catalog", "server" (HEAD / a 0-0 Range GET), "cache";
+    # None = nobody says (no URL, or the server states no size)
+    size_source: str | None = None
     partial_bytes: int = 0
 
 
@@ -225,8 +228,24 @@ def _dry_run(request: FetchRequest, target: DownloadTarget, candidates: list[Can
         return base.model_copy(update={"archive_path": request.from_path.absolute(),
                                        "would_download": 0})
     plan = download.plan(target, candidates, force=request.force)
+    to_download, source = plan.to_download, "catalog" if plan.to_download is not None else None
+    if to_download is None and not plan.cached:
+        answered = False
+        for cand in candidates:  # the catalog does not know the size: the server may
+            try:
+                size = download.remote_size(cand.url)
+            except DownloadError:
+                continue
+            answered = True
+            if size is not None:
+                to_download, source = max(size - plan.partial_bytes, 0), "server"
+                break
+        if to_download is None and candidates and not answered:
+            source = "no answer"
+    if plan.cached:
+        source = "cache"
     return base.model_copy(update={"archive_path": plan.cache_path, "cached": plan.cached,
-                                   "would_download": plan.to_download,
+                                   "would_download": to_download, "size_source": source,
                                    "partial_bytes": plan.partial_bytes})
 
 

@@ -11,7 +11,8 @@ backup read *after* a format (an interrupted firmware upgrade, a format-all) hol
 calibration, and restoring it would make the IMEI loss permanent. Each manifest says when the
 set was taken (`when`) and which partitions read back blank (only 0x00 / 0xFF bytes); the
 default restore source is the newest *good* set — calibration not blank, not taken after a
-format. Sets are never deleted by romkit.
+format. Sets are never deleted automatically; `romkit backup --prune` applies the retention
+rule of `prune_sets` when asked.
 
 This module knows nothing about the wire: it is handed a `RangeReader` (the engine wraps the
 DA session in one), which keeps it testable on plain files.
@@ -20,6 +21,7 @@ DA session in one), which keeps it testable on plain files.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +31,7 @@ from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from romkit import paths
-from romkit.errors import IntegrityError, UsageError
+from romkit.errors import DiskError, IntegrityError, UsageError
 from romkit.flash.streams import CHUNK, DigestSink, Sink, digest_file, is_erased
 from romkit.fsutil import atomic_open, atomic_write_text
 from romkit.progress import Reporter
@@ -222,7 +224,9 @@ def take_backup(
                               created=datetime.now(UTC).isoformat(timespec="seconds"),
                               reason=reason, when=when, entries=entries)
     atomic_write_text(set_dir / MANIFEST, manifest.model_dump_json(indent=2))
-    rep.end("backup", f"calibration backup complete: {set_dir}")
+    # no end line here: the caller says it once (flash: "calibration saved: …", backup: its
+    # result), with the set's name; a second line would repeat the same fact
+    rep.end("backup", path=str(set_dir))
     bset = BackupSet(path=set_dir, manifest=manifest)
     if bset.calibration_blank:
         good = good_set(cid)
@@ -317,6 +321,24 @@ def good_set(cid: bytes | None) -> BackupSet | None:
     return next((s for s in list_sets(cid) if s.good), None)
 
 
+def require_set(ref: str | None) -> None:
+    """Refuse, before any phone is touched, a restore that cannot find its set anyway: a named
+    set no phone's folder holds, or no set at all. Which phone's set is the right one is
+    decided after connecting (`find_set` with the phone's CID)."""
+    if ref:
+        root = backups_root()
+        candidates = [Path(ref).expanduser(), root / ref]
+        if root.is_dir():
+            candidates += [d / ref for d in root.iterdir() if d.is_dir()]
+        if not any((c / MANIFEST).is_file() for c in candidates):
+            raise UsageError(f"no complete backup set named {ref!r}",
+                             hint="list sets with `romkit restore --list`; nothing was sent "
+                                  "to the phone")
+    elif not list_sets(None):
+        raise UsageError("no calibration backup found on this computer",
+                         hint="take one with `romkit backup` (flash takes one automatically)")
+
+
 def find_set(ref: str | None, cid: bytes | None) -> BackupSet:
     """Resolve what the user named: a path, `<cid>/<timestamp>`, a timestamp, or — when
     nothing is named — the newest *good* set (never a blank or after-format one)."""
@@ -343,3 +365,114 @@ def find_set(ref: str | None, cid: bytes | None) -> BackupSet:
             hint="see `romkit restore --list`; name a set explicitly (`romkit restore SET`) "
                  "only if you know it holds this phone's calibration")
     return good
+
+
+# -- retention -------------------------------------------------------------------------------
+DEFAULT_KEEP = 3
+
+
+class PruneEntry(BaseModel):
+    """One set and what retention decided for it (`reason` says why it stays)."""
+
+    name: str
+    path: Path
+    cid: str
+    created: str
+    verdict: str
+    size: int
+    keep: bool
+    reason: str = ""
+
+
+class PruneResult(BaseModel):
+    keep_newest: int
+    dry_run: bool
+    sets: list[PruneEntry] = Field(default_factory=list)  # every set, newest first per phone
+    skipped_phones: list[str] = Field(default_factory=list)  # busy (being flashed): untouched
+
+    @property
+    def deleted(self) -> list[PruneEntry]:
+        return [e for e in self.sets if not e.keep]
+
+    @property
+    def freed(self) -> int:
+        return sum(e.size for e in self.deleted)
+
+
+def set_size(path: Path) -> int:
+    """Bytes the set's files take (what pruning it frees)."""
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+
+
+def retention(sets: list[BackupSet], keep: int, in_use: set[Path]) -> dict[Path, str]:
+    """Which of one phone's sets (newest first) stay, and why.
+
+    Kept: the newest `keep`; the first (oldest) good set — the phone's calibration as it came
+    in, before anyone's flash; the newest good set — what `romkit restore` picks by default,
+    so pruning never changes what a restore writes and never deletes the only good set; and
+    any set a run journal still names (an interrupted flash restores from it)."""
+    reasons: dict[Path, str] = {}
+    for s in sets[:keep]:
+        reasons[s.path] = f"newest {keep}"
+    good = [s for s in sets if s.good]
+    if good:
+        reasons.setdefault(good[-1].path, "first good set")
+        reasons.setdefault(good[0].path, "newest good set (restore's default)")
+    for s in sets:
+        if s.path.resolve() in in_use:
+            reasons.setdefault(s.path, "named by an unfinished flash")
+    return reasons
+
+
+def _remove_set(path: Path) -> None:
+    try:
+        (path / MANIFEST).unlink()  # first: from here on it is no longer a complete set
+        shutil.rmtree(path)
+    except OSError as exc:
+        raise DiskError(f"cannot delete backup set {path}: {exc.strerror or exc}",
+                        hint="check the folder's permissions; nothing else was changed by "
+                             "this set's removal") from exc
+
+
+def prune_sets(keep: int = DEFAULT_KEEP, *, dry_run: bool = False,
+               on_progress: Reporter | None = None) -> PruneResult:
+    """Apply the retention rule to every phone's sets (see `retention`).
+
+    A set is removed manifest first, so a crash half-way leaves a folder that is never taken
+    for a complete set. A phone being flashed right now (its write lock held) is skipped.
+    Folders without a manifest (interrupted backups) and unreadable manifests are left alone:
+    they are not sets, and a person should look at them.
+    """
+    from romkit.flash import journal as jr
+    from romkit.locks import PhoneBusyError, phone_lock
+
+    rep = on_progress or Reporter()
+    if keep < 1:
+        raise UsageError(f"--keep must be at least 1, got {keep}",
+                         hint="the newest set is always kept: use --keep 1 or more")
+    result = PruneResult(keep_newest=keep, dry_run=dry_run)
+    by_phone: dict[str, list[BackupSet]] = {}
+    for s in list_sets(None):
+        by_phone.setdefault(s.manifest.cid, []).append(s)
+    for cid, sets in sorted(by_phone.items()):
+        journal = jr.load_journal(bytes.fromhex(cid)) if len(cid) == 32 else None
+        in_use = ({Path(journal.backup_set).resolve()} if journal is not None
+                  and journal.backup_set else set())
+        reasons = retention(sets, keep, in_use)
+        entries = [PruneEntry(name=s.name, path=s.path, cid=cid, created=s.manifest.created,
+                              verdict=s.verdict, size=set_size(s.path),
+                              keep=s.path in reasons, reason=reasons.get(s.path, ""))
+                   for s in sets]
+        if not dry_run and any(not e.keep for e in entries):
+            try:
+                with phone_lock(cid, "prune backups"):
+                    for e in entries:
+                        if not e.keep:
+                            _remove_set(e.path)
+            except PhoneBusyError as exc:  # being flashed: its sets are not ours to touch now
+                rep.warning(f"phone {cid}: {exc.message}; its sets were left as they are")
+                result.skipped_phones.append(cid)
+                for e in entries:
+                    e.keep, e.reason = True, e.reason or "phone busy"
+        result.sets += entries
+    return result

@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 from romkit.device import protocol as P
 from romkit.device.layout import PmtEntry, build_pmt_region
 from romkit.errors import (
+    EXIT_FAILURE,
     AlreadyFlashedError,
     DeviceError,
     LayoutChangedError,
@@ -261,8 +262,9 @@ class _Runner:
             self.backup = take_backup(self.cid, ranges, self.io.backup_reader(cb),
                                       hw_code=self.hw_code, reason=f"flash {self.plan.mode}",
                                       when=when, on_progress=self.rep)
-            self.rep.info(f"calibration saved: {self.backup.name}", backup_set=self.backup.name,
-                          path=str(self.backup.path))
+            # the one line about this backup (take_backup's bar ends without a line of its own)
+            self.rep.info(f"calibration saved: {self.backup.name} ({self.backup.path})",
+                          backup_set=self.backup.name, path=str(self.backup.path))
         if not ranges and not carried:
             self.rep.warning("NO calibration backup taken (--no-backup): NVRAM/IMEI are not "
                              "saved by this run")
@@ -511,9 +513,24 @@ def load_firmware(firmware_dir: Path | None) -> Firmware:
     return Firmware.load(resolve_firmware_dir(firmware_dir))
 
 
-def flash(request: FlashRequest, on_progress: ProgressCallback | None = None) -> FlashResult:
+Confirm = Callable[[FlashPlan], bool]
+
+
+class NotConfirmedError(RomkitError):
+    """The person at the terminal answered no: nothing was written (a choice, not a fault)."""
+
+    exit_code = EXIT_FAILURE
+
+
+def flash(request: FlashRequest, on_progress: ProgressCallback | None = None,
+          confirm: Confirm | None = None) -> FlashResult:
     """Plan, check and run a flash; with `dry_run` nothing is written (no phone needed
-    unless `port` is given, in which case the phone's facts are checked too)."""
+    unless `port` is given, in which case the phone's facts are checked too).
+
+    `confirm` is asked with the final plan (checked against the phone, `plan.device` set)
+    after the phone is connected and before the first byte is read or written; False stops
+    the run with `NotConfirmedError`. The library never asks by itself: the CLI passes a
+    prompt only on a terminal, so scripts, the demo and the station run unattended."""
     rep = Reporter(on_progress)
     fw = load_firmware(request.firmware_dir)
     plan = build_plan(fw, request.options, rep)
@@ -571,6 +588,19 @@ def flash(request: FlashRequest, on_progress: ProgressCallback | None = None) ->
         finish_quietly(dev)
         return FlashResult(mode=plan.mode, dry_run=True, plan=plan, port=dev.port,
                            cid=dev.cid.hex(), hw_code=dev.hw_code, warnings=plan.warnings)
+    if confirm is not None:
+        try:
+            go = confirm(plan)
+        except BaseException:  # Ctrl-C / EOF at the prompt: leave the phone's DA cleanly
+            finish_quietly(dev)
+            raise
+        if not go:
+            finish_quietly(dev)
+            raise NotConfirmedError(
+                f"not flashed: the answer was no; nothing was read or written on phone "
+                f"{dev.cid.hex()}",
+                hint="run the command again and answer y, or add --yes to skip the question",
+                details={"cid": dev.cid.hex()})
     try:
         with phone_lock(dev.cid.hex(), "flash"):
             runner = _Runner(plan, RangeIO(dev, request.packet_size, request.max_retries), rep,

@@ -10,6 +10,7 @@ mismatch: a backup offset that now belongs to another partition would overwrite 
 from __future__ import annotations
 
 import io
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from romkit.device import protocol as P
 from romkit.device.connect import Device
-from romkit.errors import StorageError, UsageError, ValidationError
+from romkit.errors import DiskError, StorageError, UsageError, ValidationError
 from romkit.firmware.package import Firmware
 from romkit.firmware.scatter import REGION_BOOT1, REGION_USER
 from romkit.flash import journal as jr
@@ -29,6 +30,7 @@ from romkit.flash.backup import (
     When,
     find_set,
     list_sets,
+    require_set,
     take_backup,
 )
 from romkit.flash.interrupt import Interrupted
@@ -236,6 +238,7 @@ def restore_phone(req: RestoreRequest, on_progress: ProgressCallback | None = No
         return RestoreResult(set_name=bset.name, dry_run=True, cid=bset.manifest.cid,
                              ranges=[_from_entry(e) for e in bset.manifest.entries],
                              verdict=bset.verdict)
+    require_set(req.set_ref)  # a mistyped set fails here, before the phone's DRAM comes up
     dev, fw = _interruptible_connect(req, rep)
     try:
         bset = find_set(req.set_ref, dev.cid)
@@ -356,6 +359,28 @@ def _offset_updates(rep: Reporter, task: str, base: int, total: int) -> Callable
 
 
 # -- readback --------------------------------------------------------------------------------
+def _check_space(out_dir: Path, needed: int, count: int) -> None:
+    """Refuse a dump that cannot fit before the first read: `--all` is ~3.7 GB on an S820,
+    and running out of space after an hour of reading helps nobody. The sizes come from the
+    phone's own partition table, so this runs after connecting and before reading."""
+    probe = out_dir.resolve()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return  # cannot tell (exotic file system): the atomic writes still fail cleanly
+    if needed > free:
+        raise DiskError(
+            f"not enough space in {out_dir}: {count} partition(s) need {needed} bytes "
+            f"({needed / 2**30:.2f} GiB), {free} bytes ({free / 2**30:.2f} GiB) are free; "
+            "nothing was read",
+            hint="free space or choose another OUT_DIR (or read fewer partitions: "
+                 "`romkit readback NAME,NAME OUT_DIR`)",
+            details={"needed": needed, "free": free, "out_dir": str(out_dir)})
+
+
+
 def readback(req: ReadbackRequest, on_progress: ProgressCallback | None = None
              ) -> ReadbackResult:
     """Dump partitions to OUT_DIR/<NAME>.bin (atomic files, sha256 of each)."""
@@ -378,8 +403,9 @@ def readback(req: ReadbackRequest, on_progress: ProgressCallback | None = None
                 raise UsageError(f"not on this phone: {', '.join(unknown)}",
                                  hint="known: " + ", ".join(r.name for r in layout))
             chosen = [by[n.upper()] for n in wanted]
-        rio = RangeIO(dev, req.packet_size)
         total = sum(r.length for r in chosen)
+        _check_space(req.out_dir, total, len(chosen))
+        rio = RangeIO(dev, req.packet_size)
         rep.start("readback", f"read back {len(chosen)} partition(s)", total)
         base = 0
         for rng in chosen:

@@ -129,7 +129,7 @@ hostile_members = st.lists(
 def test_zip_with_hostile_members(tmp_path: Path, hostile: list[tuple[str, int | None]]) -> None:
     sandbox = tmp_path / uuid.uuid4().hex
     sandbox.mkdir()
-    archive = sandbox / "fw.zip"
+    archive = sandbox / "pkg.zip"  # not "fw": its top folder is not unwrapped (issue 18)
     _zip(archive, hostile)
     _check(sandbox, archive, "zip", [n for n, _ in hostile])
 
@@ -139,7 +139,7 @@ def test_zip_with_hostile_members(tmp_path: Path, hostile: list[tuple[str, int |
 def test_7z_with_hostile_members(tmp_path: Path, hostile: list[tuple[str, int | None]]) -> None:
     sandbox = tmp_path / uuid.uuid4().hex
     sandbox.mkdir()
-    archive = sandbox / "fw.7z"
+    archive = sandbox / "pkg.7z"
     _7z(archive, hostile)
     _check(sandbox, archive, "7z", [n for n, _ in hostile])
 
@@ -148,6 +148,6 @@ def test_7z_with_hostile_members(tmp_path: Path, hostile: list[tuple[str, int | 
 def test_regression_overlong_folder_name(tmp_path: Path, fmt: str) -> None:
     """Found by this fuzzer: a member folder name over 255 bytes used to escape as a raw
     OSError (ENAMETOOLONG) from the folder creation in `extract`."""
-    archive = tmp_path / f"fw.{fmt}"
+    archive = tmp_path / f"pkg.{fmt}"
     (_zip if fmt == "zip" else _7z)(archive, [("fw/" + "a" * 300 + "/x.img", None)])
     _check(tmp_path, archive, fmt, [])
