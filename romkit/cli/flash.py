@@ -277,11 +277,14 @@ def _run_station(req: StationRequest) -> None:
         if live is not None:
             live.stop()
     payload = result.model_dump(mode="json")
-    out.result(payload, lambda: _render_station(result))
     if result.failed:
+        # one document on stdout, as for every command: the error, carrying every row
+        if not out.json:
+            _render_station(result)
         raise DeviceError(f"{result.failed} of {len(result.phones)} phones failed",
                           hint=f"see each phone's log in {result.log_dir}",
-                          details={"log_dir": str(result.log_dir)})
+                          details=payload | {"log_dir": str(result.log_dir)})
+    out.result(payload, lambda: _render_station(result))
 
 
 def _render_station(r: StationResult) -> None:
