@@ -345,6 +345,22 @@ def run_station(req: StationRequest, on_progress: ProgressCallback | None = None
     return StationResult(phones=finished, seconds=time.monotonic() - t0, log_dir=log_dir)
 
 
+def phone_label(cid: str | None) -> str:
+    """A phone as a person tells it apart on the bench: its memory part's product name and
+    the part's serial number (eMMC CID bytes 3..8 and 10..13, JEDEC JESD84 CID register).
+    Phones of one model share the CID's first bytes, so a CID prefix would not do."""
+    if not cid:
+        return "?"
+    try:
+        raw = bytes.fromhex(cid)
+    except ValueError:
+        return cid[:16]
+    if len(raw) != 16:
+        return cid[:16]
+    name = "".join(chr(b) if 0x20 < b < 0x7F else "." for b in raw[3:9])
+    return f"{name} #{raw[10:14].hex().upper()}"
+
+
 def table_rows(rows: list[PhoneRow]) -> list[list[str]]:
     """The station table as text cells (port, phone, stage, progress, speed, result)."""
     out: list[list[str]] = []
@@ -352,7 +368,7 @@ def table_rows(rows: list[PhoneRow]) -> list[list[str]]:
         pct = f"{100 * r.done / r.total:3.0f}%" if r.total else "-"
         speed = f"{r.bytes_per_s / 1e6:.1f} MB/s" if r.result == "running" and r.bytes_per_s \
             else "-"
-        phone = (r.cid or "?")[:12] + (f" {r.memory}" if r.memory else "")
+        phone = phone_label(r.cid) + (f" {r.memory}" if r.memory else "")
         result = r.result + (f" [{r.spft_code}]" if r.spft_code else "")
         out.append([r.port, phone, r.stage[:28], pct, speed, result, r.message[:48]])
     return out
