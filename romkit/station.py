@@ -154,7 +154,8 @@ class _Phone:
             row.memory = dev.get("memory_part") or dev.get("memory") or row.memory
             row.stage = "plan"
         if ev.get("event") == "start" and ev.get("task") != "flash":
-            row.stage = str(ev.get("label") or ev.get("task") or row.stage)
+            label = str(ev.get("label") or ev.get("task") or row.stage)
+            row.stage = label.split(" -> ")[0]  # "backup calibration -> /long/path": the what
         if ev.get("task") == "flash" and ev.get("event") in ("start", "update"):
             now = time.monotonic()
             done = int(ev.get("done") or 0)

@@ -186,3 +186,52 @@ def _nvram_of(sim: Sim, index: int) -> bytes:
     with (path / "user.img").open("rb") as fh:  # romkit/sim/storage.py PART_FILES
         fh.seek(NVRAM_USER)
         return fh.read(NVRAM_SIZE)
+
+
+def test_live_table_on_a_terminal(small_folder: Path, tmp_path: Path, romkit_home: Path,
+                                  sims: list[Sim]) -> None:
+    """On a real pty (read through pyte, an independent VT100 emulator): while the station
+    runs, a table with one row per phone; after it, nothing of it left but the final plain
+    table and the summary line."""
+    import pyte
+
+    from tests.test_cli_shell import on_terminal
+
+    sim = Sim(tmp_path / "fleet", "--phones", "3", "--years", "2013,2014,2013")
+    sims.append(sim)
+    ports = {d["port"] for d in sim.ports}
+    code, raw, lines = on_terminal([sys.executable, "-m", "romkit", "flash", str(small_folder),
+                                    "--station", "--count", "3"],
+                                   {"ROMKIT_HOME": str(romkit_home)}, cols=120, rows=30)
+    assert code == 4, "\n".join(lines)  # the 2014 unit failed: the station's exit says so
+    # while it ran: the live table's title and one row per phone, each on its own line
+    screen = pyte.Screen(120, 30)
+    screen.set_mode(pyte.modes.LNM)
+    stream = pyte.ByteStream(screen)
+    live_seen = False
+    for at in range(0, len(raw), 512):
+        stream.feed(raw[at:at + 512])
+        shown = [ln.rstrip() for ln in screen.display if ln.strip()]
+        if shown and shown[0].startswith("romkit station: ") and \
+                sum(any(ln.strip(" │").startswith(p) for p in ports) for ln in shown) == 3:
+            heads = [c.strip() for c in shown[1].split("┃")]
+            assert heads == ["port", "phone", "stage", "done", "speed", "result", "note"]
+            live_seen = True
+            break
+    assert live_seen, raw[-3000:]
+    # at the end: no box drawing, no title left behind; the plain table, then the summary
+    assert not any(ch in ln for ln in lines for ch in "┃━│╇") and \
+        not any(ln.startswith("romkit station: ") for ln in lines)
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("port "))
+    assert lines[head].split() == ["port", "phone", "stage", "done", "speed", "result", "note"]
+    rows = lines[head + 2:head + 5]
+    assert sorted(r.split()[0] for r in rows) == sorted(ports)
+    by_port = {r.split()[0]: r for r in rows}
+    late = next(d for d in sim.ports if d["year"] == 2014)
+    assert "failed [4032]" in by_port[late["port"]]
+    assert "SIM14H #" + late["cid"][20:28].upper() in by_port[late["port"]]
+    assert sum(" ok " in r for r in rows) == 2
+    assert lines[head + 5].startswith("station: 2 ok, 1 failed, 0 skipped in ")
+    assert lines[head + 6].startswith("logs: ")
+    assert lines[head + 7] == "error: 1 of 3 phones failed"
+    assert sum(ln.startswith("port ") for ln in lines) == 1

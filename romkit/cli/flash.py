@@ -257,17 +257,17 @@ def _run_station(req: StationRequest) -> None:
     if not out.json and sys.stdout.isatty():
         from rich.console import Console
         from rich.live import Live
-        from rich.text import Text
 
-        live = Live(console=Console(), auto_refresh=False, transient=True)
-        live.start()
+        live = Live(_live_table([], req.watch), console=Console(), auto_refresh=False,
+                    transient=True)  # erased at the end: the final table is printed plainly
+        live.start(refresh=True)
 
     def show(event: ProgressEvent) -> None:
         if out.json:
             out.progress(event)
         elif event.kind == "info" and event.label == "station" and live is not None:
             rows = [PhoneRow.model_validate(r) for r in event.data["rows"]]
-            live.update(Text(table(table_rows(rows), TABLE_HEADERS)), refresh=True)
+            live.update(_live_table(rows, req.watch), refresh=True)
         elif event.kind == "info" and "result" in event.data and live is None:
             out.line(event.label)
 
@@ -287,11 +287,38 @@ def _run_station(req: StationRequest) -> None:
     out.result(payload, lambda: _render_station(result))
 
 
+_LIVE_WIDTHS = {"port": 12, "phone": 16, "stage": 14, "done": 4, "speed": 10, "result": 13}
+_RESULT_STYLE = {"ok": "bold green", "failed": "bold red", "skipped": "yellow",
+                 "running": "bold cyan", "waiting": "dim"}
+
+
+def _live_table(rows: list[PhoneRow], watching: bool) -> Any:
+    """The live station table: one row per phone, big contrasts (read from across a bench),
+    the same cells as the final plain table."""
+    from rich.table import Table
+
+    running = sum(r.result == "running" for r in rows)
+    done = {k: sum(r.result == k for r in rows) for k in ("ok", "failed", "skipped")}
+    title = (f"romkit station: {running} running, {done['ok']} ok, {done['failed']} failed, "
+             f"{done['skipped']} skipped")
+    grid = Table(title=title, title_justify="left", show_edge=False, header_style="bold",
+                 caption="waiting for phones… (Ctrl-C to stop)" if watching else None,
+                 caption_justify="left")
+    for head in TABLE_HEADERS:  # every column but the note keeps its width; the note yields
+        grid.add_column(head, no_wrap=True, overflow="ellipsis",
+                        min_width=_LIVE_WIDTHS.get(head), ratio=1 if head == "note" else None,
+                        justify="right" if head in ("done", "speed") else "left")
+    for row, cells in zip(rows, table_rows(rows), strict=True):
+        grid.add_row(*cells, style=_RESULT_STYLE.get(row.result, "") if row.result != "running"
+                     else None)
+    return grid
+
+
 def _render_station(r: StationResult) -> None:
     out.line(table(table_rows(r.phones), TABLE_HEADERS))
     out.line(f"station: {r.ok} ok, {r.failed} failed, "
-             f"{sum(p.result == 'skipped' for p in r.phones)} skipped in {r.seconds:.1f} s; "
-             f"logs in {r.log_dir}")
+             f"{sum(p.result == 'skipped' for p in r.phones)} skipped in {r.seconds:.1f} s")
+    out.line(f"logs: {r.log_dir}")
 
 
 def _backup_cmd(ctx: typer.Context, port: PortOpt = None, da: DaOpt = None,
