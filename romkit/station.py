@@ -103,10 +103,11 @@ class _Phone:
     """One child process and the row it feeds; its reader threads own the row's updates."""
 
     def __init__(self, port: str, cmd: list[str], log: Path, changed: Callable[[], None],
-                 forward: ProgressCallback):
+                 forward: ProgressCallback, ended: threading.Event):
         self.row = PhoneRow(port=port, log=log)
         self._changed = changed
         self._forward = forward
+        self._ended = ended  # set when the child's stdout closes: the station looks at once
         self._t0 = time.monotonic()
         self._last: tuple[float, int] = (self._t0, 0)
         self._log = log.open("w", encoding="utf-8")
@@ -143,6 +144,7 @@ class _Phone:
         for line in self.proc.stdout:
             self._write_log("O", line)
             self._stdout.append(line)
+        self._ended.set()
 
     def _on_event(self, ev: dict[str, Any]) -> None:
         row = self.row
@@ -260,6 +262,7 @@ def run_station(req: StationRequest, on_progress: ProgressCallback | None = None
     spent: set[str] = set()  # identities whose child ran (a real port must vanish first)
     done_cids: list[str] = []
     lock = threading.Lock()
+    ended = threading.Event()  # a child closed its output: reap it now, not at the next poll
 
     def snapshot() -> list[PhoneRow]:
         return [*finished, *(p.row for p in running.values())]
@@ -283,7 +286,7 @@ def run_station(req: StationRequest, on_progress: ProgressCallback | None = None
         log = log_dir / f"{len(finished) + len(running) + 1:02d}-{_safe(port)}.log"
         with lock:
             running[ident] = _Phone(port, child_command(port, req, done_cids), log, changed,
-                                    forward)
+                                    forward, ended)
         rep.info(f"{port}: flashing started", port=port, log=str(log))
 
     def counted() -> int:
@@ -333,7 +336,9 @@ def run_station(req: StationRequest, on_progress: ProgressCallback | None = None
                     start(port, ident)
                     if budget is not None:
                         budget -= 1
-            time.sleep(req.poll)
+            if ended.wait(req.poll):
+                ended.clear()
+                time.sleep(0.01)  # its stdout closed as it exits: let the exit land
     except KeyboardInterrupt:
         for phone in running.values():
             phone.stop()

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -36,15 +36,10 @@ from romkit.flash.tools import (
     restore_phone,
 )
 from romkit.progress import ProgressEvent
-from romkit.station import (
-    TABLE_HEADERS,
-    PhoneRow,
-    StationRequest,
-    StationResult,
-    run_station,
-    table_rows,
-)
 from romkit.workspace import resolve_firmware_dir
+
+if TYPE_CHECKING:  # the station loads only in a station run, not in each phone's child
+    from romkit.station import PhoneRow, StationRequest, StationResult
 
 PortOpt = Annotated[str | None, typer.Option(
     "--port", help="Serial port of the phone (default: wait for a MediaTek USB port).")]
@@ -234,6 +229,8 @@ def _flash_cmd(
                                         ("--no-backup", no_backup), ("--fresh", fresh),
                                         ("--i-understand-this-erases-calibration", erase_ok))
                   if on]
+        from romkit.station import StationRequest
+
         _run_station(StationRequest(ports=[] if station else ports, watch=station, count=count,
                                     flash_args=child, wait=wait, reflash=reflash))
         return
@@ -253,6 +250,8 @@ def _flash_cmd(
 
 def _run_station(req: StationRequest) -> None:
     """Run a station and show it: a live table on a terminal, result lines otherwise."""
+    from romkit.station import PhoneRow, run_station
+
     live = None
     if not out.json and sys.stdout.isatty():
         from rich.console import Console
@@ -297,6 +296,8 @@ def _live_table(rows: list[PhoneRow], watching: bool) -> Any:
     the same cells as the final plain table."""
     from rich.table import Table
 
+    from romkit.station import TABLE_HEADERS, table_rows
+
     running = sum(r.result == "running" for r in rows)
     done = {k: sum(r.result == k for r in rows) for k in ("ok", "failed", "skipped")}
     title = (f"romkit station: {running} running, {done['ok']} ok, {done['failed']} failed, "
@@ -315,6 +316,8 @@ def _live_table(rows: list[PhoneRow], watching: bool) -> Any:
 
 
 def _render_station(r: StationResult) -> None:
+    from romkit.station import TABLE_HEADERS, table_rows
+
     out.line(table(table_rows(r.phones), TABLE_HEADERS))
     out.line(f"station: {r.ok} ok, {r.failed} failed, "
              f"{sum(p.result == 'skipped' for p in r.phones)} skipped in {r.seconds:.1f} s")
