@@ -1,7 +1,7 @@
 """Progress reporting from library code without printing.
 
 Library functions accept `on_progress: ProgressCallback | None` and report through a
-`Reporter`; the CLI turns the events into tqdm bars on a terminal or JSON lines with `--json`.
+`Reporter`; the CLI turns the events into progress bars on a terminal or JSON lines with `--json`.
 Keeping this a plain callback means tests can record events and the library never decides
 how (or whether) anything is shown.
 """

@@ -113,17 +113,17 @@ def test_gather_facts_with_own_proc_and_udev_folders(tmp_path: Path) -> None:
 def test_minimums_come_from_the_given_pyproject(tmp_path: Path) -> None:
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text('[project]\nname = "romkit"\nrequires-python = ">=3.99"\n'
-                         'dependencies = ["numpy>=999.0", "rk-no-such-package>=1", "tqdm"]\n'
+                         'dependencies = ["numpy>=999.0", "rk-no-such-package>=1", "typer"]\n'
                          '[project.optional-dependencies]\ntest = ["pytest>=8"]\n')
     facts = gather_facts(pyproject=pyproject)
     assert facts.requirements_source == str(pyproject)
-    assert facts.requirements == {"numpy": "999.0", "rk-no-such-package": "1", "tqdm": None}
+    assert facts.requirements == {"numpy": "999.0", "rk-no-such-package": "1", "typer": None}
     checks = {c.name: c for c in run_checks(facts)}
     assert checks["python"].status == "fail"
     assert checks["numpy"].status == "fail"
     assert checks["numpy"].fix == "pip install --upgrade 'numpy>=999.0'"
     assert checks["rk-no-such-package"].status == "fail"
-    assert checks["tqdm"].status == "ok"
+    assert checks["typer"].status == "ok"
     assert "pytest" not in checks
 
 

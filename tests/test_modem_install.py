@@ -427,19 +427,27 @@ def test_preloader_swap_and_modem_share_one_checksum_step(tmp_path: Path,
         assert m and int(m[1], 16) == byte_sum16(path), key
 
 
+@pytest.mark.parametrize("sparse", [False, True], ids=["raw", "sparse"])
 def test_flashed_phone_holds_the_new_modem(tmp_path: Path, old_set: dict[str, bytes],
-                                           new_dir: Path) -> None:
+                                           new_dir: Path, sparse: bool) -> None:
     """prepare --modem, then the ordinary flash: the virtual phone's ANDROID partition, read
-    straight from its storage, is an ext4 filesystem holding the new modem under the old name."""
+    straight from its storage, is an ext4 filesystem holding the new modem under the old name.
+
+    Sparse: the package's system.img is Android sparse (img2simg when installed), stays sparse
+    through prepare, and the flash writes its expansion; the dump is as long as simg2img's
+    (or romkit's unsparse when simg2img is missing) expansion of the prepared file and equal
+    to it."""
     from romkit.device import protocol as P
     from romkit.flash.engine import FlashRequest, flash
     from romkit.flash.plan import PlanOptions
     from romkit.sim import s820
     from romkit.sim.phone import VirtualPhone
 
-    folder = make_package(tmp_path, old_set, sparse=False)
+    folder = make_package(tmp_path, old_set, sparse=sparse)
     prepare(PrepareRequest(folder=folder, modem=new_dir))
     system = folder / "system.img"
+    assert (system.read_bytes()[:4] == b"\x3a\xff\x26\xed") == sparse  # form kept
+    view = raw_view(system, tmp_path)  # the expansion, by simg2img when sparse
     phone = VirtualPhone(tmp_path / "phone", year=2013)  # type: ignore[arg-type]
     phone.start()
     try:
@@ -448,9 +456,10 @@ def test_flashed_phone_holds_the_new_modem(tmp_path: Path, old_set: dict[str, by
         start = dict((n.removeprefix("__NODL_"), a) for n, a in s820.LAYOUT)["ANDROID"]
         dump = tmp_path / "android.bin"
         dump.write_bytes(phone.storage.read(P.PART_USER, start - 0x600000,
-                                            system.stat().st_size))
+                                            view.stat().st_size))
     finally:
         phone.stop()
+    assert sha(dump) == sha(view)
     assert fsck_clean(dump)
     assert cat(dump, "/etc/firmware/modem_1_3g_n.img") == (new_dir / "modem.img").read_bytes()
     assert attributes(dump, "/etc/firmware/modem_1_3g_n.img")["label"] == LABEL

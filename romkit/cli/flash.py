@@ -71,6 +71,8 @@ def render_plan(plan: dict[str, Any]) -> None:
     rows = []
     for i, op in enumerate(plan.get("operations", []), start=1):
         src = Path(op["source"]).name if op.get("source") else op.get("note", "")
+        if op.get("sparse") and op["kind"] == "write":  # bytes column: the expanded size
+            src += f" (sparse file, {human_size(op.get('stored_size') or 0)})"
         rows.append([str(i), op["kind"], op["partition"], op["region"].replace("EMMC_", ""),
                      _hex(op["offset"]),
                      human_size(op["length"]) if op.get("length") is not None else "to end",

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from pydantic import BaseModel, Field
 
@@ -59,7 +59,7 @@ from romkit.flash.plan import (
     build_plan,
     check_device,
 )
-from romkit.flash.streams import CompareSink, DigestSink
+from romkit.flash.streams import CompareSink, DigestSink, open_expanded
 from romkit.locks import phone_lock
 from romkit.progress import ProgressCallback, Reporter
 from romkit.workspace import resolve_firmware_dir
@@ -306,10 +306,17 @@ class _Runner:
         self.result.formatted.append(op.partition)
 
     def _open_source(self, op: Operation, stack: ExitStack) -> BinaryIO:
+        """The bytes `op` puts on the phone, as a stream: the file, the preloader in its BOOT1
+        wrapping, or a sparse image's expanded stream (built chunk by chunk as the DA pulls
+        packets, never whole in memory or on disk; the read-back compares against a fresh
+        expansion the same way)."""
         assert op.source is not None
         if op.boot1:
             return io.BytesIO(to_boot1_image(Path(op.source).read_bytes()))
-        return stack.enter_context(Path(op.source).open("rb"))
+        fh = stack.enter_context(Path(op.source).open("rb"))  # noqa: SIM115 (stack closes it)
+        if op.sparse:
+            return cast(BinaryIO, open_expanded(fh, Path(op.source).name))
+        return fh
 
     def _write_and_verify(self, op: Operation) -> None:
         length = op.length or 0

@@ -30,7 +30,7 @@ from romkit.firmware.chips import require_flash_support
 from romkit.firmware.preloader import load_preloader, to_boot1_image
 from romkit.firmware.scatter import REGION_BOOT1, REGION_USER, Layout, Partition
 from romkit.flash.backup import CALIBRATION_PARTS, StorageRange
-from romkit.flash.streams import digest_bytes, digest_file
+from romkit.flash.streams import digest_bytes, digest_file, digest_sparse
 from romkit.progress import Reporter
 
 Mode = Literal["download-only", "firmware-upgrade", "format-all"]
@@ -109,6 +109,10 @@ class ImageInfo(BaseModel):
     sha256: str
     sum16: int
     boot1: bool = False  # raw preloader, wrapped by to_boot1_image before writing
+    # An Android sparse image: `length`, `sha256` and `sum16` are of the *expanded* bytes (what
+    # the phone gets and the read-back must equal); `stored_size` is the file's own size.
+    sparse: bool = False
+    stored_size: int | None = None
 
 
 class Operation(BaseModel):
@@ -121,6 +125,8 @@ class Operation(BaseModel):
     sha256: str | None = None
     sum16: int | None = None
     boot1: bool = False
+    sparse: bool = False  # source is an Android sparse image, expanded while streaming
+    stored_size: int | None = None  # the sparse file's size (length is the expanded size)
     note: str = ""
 
 
@@ -348,17 +354,36 @@ def build_plan(fw: Any, opts: PlanOptions, on_progress: Reporter | None = None) 
             continue
         path = Path(path)
         img_info = fw.image_info(part.name) if hasattr(fw, "image_info") else None
-        if img_info is not None and img_info.sparse is not None:
-            findings.append(Finding(partition=part.name,
-                                    message=f"{path.name} is an Android sparse image; the "
-                                            "MT6589 DA writes raw images: expand it first "
-                                            "(simg2img)"))
-            continue
-        sha, s16, length = digest_file(path)
-        file_sums[part.name] = s16
-        hashed += length
-        rep.update("hash", hashed, total)
         boot1 = part.region == REGION_BOOT1 and part.name.upper() == "PRELOADER"
+        sparse = img_info is not None and img_info.sparse is not None
+        stored: int | None = None
+        if sparse and boot1:
+            findings.append(Finding(code=SPFT_FILE_NOT_LOADED, partition=part.name,
+                                    message=f"{path.name} is an Android sparse image, not a "
+                                            "preloader"))
+            continue
+        expands = img_info.expanded_size if img_info is not None and sparse else 0
+        if part.size is not None and expands > part.size:
+            # refused from the header alone: walking gigabytes of DONT_CARE to hash zeros
+            # would only delay the answer
+            words = _size_words(expands, _file_size(path))
+            findings.append(Finding(code=SPFT_REGION_OVERLAP, partition=part.name,
+                                    message=f"{path.name} {words}, larger than {part.name} "
+                                            f"({part.size} bytes)"))
+            continue
+        if sparse:
+            # The MT6589 legacy DA writes the bytes it is sent, so romkit expands the image
+            # on the fly (engine); planning walks every chunk once, so a damaged file is
+            # refused here, and digests the expanded stream the read-back must equal.
+            # checksum.ini sums the file as stored (spft-formats.md §2b) — same pass.
+            (sha, s16, length), (_fsha, file_s16, stored) = digest_sparse(path)
+            file_sums[part.name] = file_s16
+            hashed += stored
+        else:
+            sha, s16, length = digest_file(path)
+            file_sums[part.name] = s16
+            hashed += length
+        rep.update("hash", hashed, total)
         if boot1:
             try:
                 wrapped = to_boot1_image(path.read_bytes())
@@ -369,11 +394,11 @@ def build_plan(fw: Any, opts: PlanOptions, on_progress: Reporter | None = None) 
             s16 = _s
         if part.size is not None and length > part.size:
             findings.append(Finding(code=SPFT_REGION_OVERLAP, partition=part.name,
-                                    message=f"{path.name} is {length} bytes, larger than "
-                                            f"{part.name} ({part.size} bytes)"))
+                                    message=f"{path.name} {_size_words(length, stored)}, "
+                                            f"larger than {part.name} ({part.size} bytes)"))
         images.append(ImageInfo(partition=part.name, source=str(path), region=part.region,
                                 offset=part.physical_start or 0, length=length, sha256=sha,
-                                sum16=s16, boot1=boot1))
+                                sum16=s16, boot1=boot1, sparse=sparse, stored_size=stored))
     rep.end("hash")
     findings += _checksum_findings(fw, images, file_sums, warnings)
 
@@ -406,6 +431,14 @@ def build_plan(fw: Any, opts: PlanOptions, on_progress: Reporter | None = None) 
         warnings=warnings, untouched=unticked)
     plan.operations = assemble(plan)
     return plan
+
+
+def _size_words(length: int, stored: int | None) -> str:
+    """"is N bytes", or for a sparse image "expands to N bytes (sparse file of M)": the
+    expanded size is what must fit, and the user sees a much smaller file on disk."""
+    if stored is None:
+        return f"is {length} bytes"
+    return f"expands to {length} bytes (Android sparse image, {stored} bytes as stored)"
 
 
 def _file_size(path: Path) -> int:
@@ -467,7 +500,8 @@ def check_device(plan: FlashPlan, facts: DeviceFacts, *,
         limit = _room(plan, img, facts)
         if limit is not None and img.length > limit:
             findings.append(Finding(code=SPFT_REGION_OVERLAP, partition=img.partition,
-                                    message=f"{Path(img.source).name} is {img.length} bytes, "
+                                    message=f"{Path(img.source).name} "
+                                            f"{_size_words(img.length, img.stored_size)}, "
                                             f"{img.partition} has room for {limit} on this "
                                             "phone"))
     if findings:
@@ -547,9 +581,13 @@ def pmt_table_length(plan: FlashPlan) -> int:
 
 
 def _image_op(kind: OpKind, img: ImageInfo, note: str) -> Operation:
+    if img.sparse and kind == "write":
+        note = (f"Android sparse image ({img.stored_size} bytes as stored) expanded while "
+                "writing; DONT_CARE blocks written as zeros")
     return Operation(kind=kind, partition=img.partition, region=img.region, offset=img.offset,
                      length=img.length, source=img.source, sha256=img.sha256, sum16=img.sum16,
-                     boot1=img.boot1, note=note)
+                     boot1=img.boot1, sparse=img.sparse, stored_size=img.stored_size,
+                     note=note)
 
 
 def assemble(plan: FlashPlan) -> list[Operation]:

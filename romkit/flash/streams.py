@@ -8,6 +8,7 @@ in constant memory, without ever holding a partition in RAM.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -112,6 +113,96 @@ def digest_file(path: Path, length: int | None = None) -> tuple[str, int, int]:
         raise DiskError(f"cannot read {path}: {exc.strerror or exc}",
                         hint="check that the file exists and is readable") from exc
     return sink.sha256, sink.sum16, sink.length
+
+
+class IterReader:
+    """A read()-only stream over an iterator of byte pieces.
+
+    Why: the DA write loop and the read-back compare both pull fixed-size slices from a
+    "source file"; for an Android sparse image that source is the expanded stream of
+    `romkit.sysimg.sparse.iter_expanded`, produced piece by piece and never stored. Holds at
+    most one piece (≤ 1 MiB) plus what a read asked for.
+    """
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self._pieces = pieces
+        self._piece = b""
+        self._off = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        out: list[bytes] = []
+        want = n if n is not None and n >= 0 else None
+        while want is None or want > 0:
+            left = len(self._piece) - self._off
+            if not left:
+                piece = next(self._pieces, None)
+                if piece is None:
+                    break
+                self._piece, self._off = piece, 0
+                continue
+            take = left if want is None else min(want, left)
+            if self._off == 0 and take == len(self._piece):
+                out.append(self._piece)  # a whole piece: no copy
+            else:
+                out.append(self._piece[self._off:self._off + take])
+            self._off += take
+            if want is not None:
+                want -= take
+        return out[0] if len(out) == 1 else b"".join(out)
+
+
+class _TeeReader:
+    """Reads from a file and digests every byte read (the file as stored), so the sparse
+    walk and the checksum.ini sum of the same file share one pass over the disk."""
+
+    def __init__(self, fh: BinaryIO, sink: DigestSink) -> None:
+        self._fh = fh
+        self._sink = sink
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._fh.read(n)
+        self._sink.write(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        """Only forward skips relative to here (the sparse header's extra bytes), read so
+        they are summed too."""
+        if whence != 1 or offset < 0:
+            raise ValueError("a tee reader only skips forward")
+        self.read(offset)
+        return offset
+
+
+def open_expanded(fh: BinaryIO, name: str) -> IterReader:
+    """The expanded bytes of the sparse image open in `fh`, as a readable stream."""
+    from romkit.sysimg.sparse import iter_expanded  # the package pulls in ext4: only when used
+
+    return IterReader(iter_expanded(fh, name))
+
+
+def digest_sparse(path: Path) -> tuple[tuple[str, int, int], tuple[str, int, int]]:
+    """((sha256, sum16, length) of the expanded image, (sha256, sum16, length) of the file
+    as stored) in one pass: the first is what the phone gets and the read-back must equal,
+    the second is what checksum.ini sums (SP Flash Tool sums the file it loaded).
+
+    The whole chunk walk runs here, so a damaged sparse image is refused while planning,
+    before anything is written.
+    """
+    from romkit.sysimg.sparse import iter_expanded  # the package pulls in ext4: only when used
+
+    expanded, stored = DigestSink(), DigestSink()
+    try:
+        with path.open("rb") as fh:
+            tee = _TeeReader(fh, stored)
+            for piece in iter_expanded(tee, path.name):  # type: ignore[arg-type]
+                expanded.write(piece)
+            while tee.read(CHUNK):  # bytes after the last chunk still count for checksum.ini
+                pass
+    except OSError as exc:
+        raise DiskError(f"cannot read {path}: {exc.strerror or exc}",
+                        hint="check that the file exists and is readable") from exc
+    return ((expanded.sha256, expanded.sum16, expanded.length),
+            (stored.sha256, stored.sum16, stored.length))
 
 
 def digest_bytes(data: bytes) -> tuple[str, int, int]:

@@ -9,8 +9,13 @@ Format facts (AOSP system/core libsparse/sparse_format.h, public): a 28-byte fil
 I total_blks, I total_chunks, I image_checksum>`, then chunks with a 12-byte header
 `<H type, H reserved, I chunk_sz (blocks), I total_sz (bytes incl. header)>`. Types:
 0xCAC1 RAW (chunk_sz blocks of data follow), 0xCAC2 FILL (a 4-byte pattern repeated),
-0xCAC3 DONT_CARE (nothing follows: the flasher leaves those blocks alone), 0xCAC4 CRC32
-(4 bytes; libsparse writes none by default and we neither write nor check them).
+0xCAC3 DONT_CARE (nothing follows: a device-side unsparser such as fastboot's leaves those
+blocks alone), 0xCAC4 CRC32 (4 bytes; libsparse writes none by default and we neither write
+nor check them).
+
+The flash engine writes sparse images through `iter_expanded`: the expanded bytes in
+bounded pieces, DONT_CARE as zeros (what `simg2img` puts in a fresh file), so the phone gets
+exactly the raw image simg2img would have produced and the read-back compares all of it.
 
 Re-packing keeps the original's meaning: a block becomes DONT_CARE only if it was DONT_CARE
 in the original *and* the filesystem says it is free now (so no block e2fsprogs wrote can be
@@ -152,8 +157,10 @@ def _chunks(fh: BinaryIO, layout: SparseLayout, name: str
         raise _bad(name, f"chunks cover {pos} of {layout.total_blocks} blocks")
 
 
-def _fill_unit(pattern: bytes, blk: int) -> bytes:
-    return pattern * (blk * IO_BLOCKS // 4)
+def _fill_unit(pattern: bytes, blk: int, blocks: int = IO_BLOCKS) -> bytes:
+    """`pattern` repeated over min(blocks, IO_BLOCKS) blocks: one reusable piece per chunk,
+    never more than 1 MiB at 4 KiB blocks (a 1-block FILL gets a 1-block piece)."""
+    return pattern * (blk * min(blocks, IO_BLOCKS) // 4)
 
 
 def unsparse(src: Path, dst: Path, reporter: Reporter | None = None) -> SparseLayout:
@@ -336,34 +343,54 @@ def resparse(src: Path, dst: Path, block_size: int, dont_care: Ranges | None = N
     return chunks
 
 
+def iter_expanded(fh: BinaryIO, name: str) -> Iterator[bytes]:
+    """The expanded bytes of the sparse image open in `fh` (at its start), in pieces of at
+    most IO_BLOCKS blocks: RAW data as stored, FILL as its pattern, DONT_CARE as zeros.
+
+    Constant memory whatever the image: one piece at a time, the zero and FILL pieces built
+    once per chunk. Every chunk is checked by the same walk `unsparse` uses, so the bytes
+    yielded always add up to exactly the header's expanded size or a FirmwareFormatError is
+    raised; the caller reads `fh` through this generator only.
+    """
+    layout = read_header(fh, name)
+    blk = layout.block_size
+    zeros = b""
+    for ctype, _pos, csz, pattern in _chunks(fh, layout, name):
+        if ctype == CHUNK_RAW:
+            left = csz * blk
+            while left:
+                data = fh.read(min(left, IO_BLOCKS * blk))
+                if not data:
+                    raise _bad(name, "truncated: a RAW chunk ends early")
+                left -= len(data)
+                yield data
+            continue
+        if not csz:
+            continue
+        if ctype == CHUNK_FILL and pattern != b"\x00\x00\x00\x00":
+            unit = _fill_unit(pattern, blk, csz)
+        else:  # DONT_CARE and zero FILL: zeros, one shared piece
+            if len(zeros) < min(csz, IO_BLOCKS) * blk:
+                zeros = bytes(min(csz, IO_BLOCKS) * blk)
+            unit = zeros
+        per = len(unit) // blk
+        left = csz
+        while left:
+            n = min(left, per)
+            yield unit if n == per else unit[:n * blk]
+            left -= n
+
+
 def expanded_sha256(path: Path) -> str:
     """sha256 of what a sparse image writes (DONT_CARE read as zeros), in constant memory.
 
     Used to check a packed image against the raw one it came from without a second file.
     """
     h = hashlib.sha256()
-    name = path.name
     try:
         with path.open("rb") as fh:
-            layout = read_header(fh, name)
-            blk = layout.block_size
-            zeros = bytes(blk * IO_BLOCKS)
-            for ctype, _pos, csz, pattern in _chunks(fh, layout, name):
-                if ctype == CHUNK_RAW:
-                    left = csz * blk
-                    while left:
-                        data = fh.read(min(left, 4 * 1024 * 1024))
-                        if not data:
-                            raise _bad(name, "truncated: a RAW chunk ends early")
-                        h.update(data)
-                        left -= len(data)
-                    continue
-                unit = _fill_unit(pattern, blk) if ctype == CHUNK_FILL else zeros
-                left = csz
-                while left:
-                    n = min(left, IO_BLOCKS)
-                    h.update(unit[:n * blk])
-                    left -= n
+            for piece in iter_expanded(fh, path.name):
+                h.update(piece)
     except OSError as exc:
         raise DiskError(f"cannot read {path}: {exc.strerror or exc}",
                         hint="check the file and its permissions") from exc
