@@ -42,7 +42,7 @@ from romkit.errors import RomkitError
 from romkit.progress import ProgressCallback, Reporter
 from romkit.sim.artifacts import da_s820, preloader_s820
 from romkit.sim.sample_firmware import PRELOADER_NAME, build_s820_folder
-from romkit.station import PhoneRow, StationRequest, run_station
+from romkit.station import PhoneRow, StationRequest, phone_label, run_station
 
 YEARS = (2013, 2014, 2013)  # the middle phone is the 2014 unit that must stop with 4032
 STATION_STEPS: tuple[tuple[str, str, str | None], ...] = (
@@ -149,7 +149,7 @@ class _StationStory:
             self.before.append(_PhoneReader(phone).snapshot(self.firmware))
         rows = [{"index": i, "year": ph.config.year, "cid": ph.config.cid.hex(),
                  "port": ph.port} for i, ph in enumerate(self.phones, start=1)]
-        return "ok", "; ".join(f"{r['port']} ({r['year']}, CID {r['cid'][:12]}…)"
+        return "ok", "; ".join(f"{r['port']} ({r['year']}, {phone_label(str(r['cid']))})"
                                for r in rows), {"phones": rows}
 
     def _station(self) -> tuple[StepStatus, str, dict[str, Any]]:

@@ -114,7 +114,7 @@ def _station_progress(event: ProgressEvent) -> None:
 
 
 def _render_station(result: StationDemoResult) -> None:
-    from romkit.station import TABLE_HEADERS, table_rows
+    from romkit.station import TABLE_HEADERS, phone_label, table_rows
 
     out.line()
     if result.dry_run:
@@ -124,7 +124,7 @@ def _render_station(result: StationDemoResult) -> None:
         out.line(table(table_rows(result.phones), TABLE_HEADERS))
         out.line()
     for c in result.checks:
-        out.line(f"phone {c.index} ({c.year}, CID {c.cid[:12]}…): "
+        out.line(f"phone {c.index} ({c.year}, {phone_label(c.cid)}): "
                  f"{'as expected' if c.ok else 'NOT as expected'} — {c.detail}")
     ok = sum(r.result == "ok" for r in result.phones)
     refused = sum(c.spft_code == 4032 for c in result.checks)
