@@ -217,17 +217,23 @@ class _Phone:
         self._log = log.open("w", encoding="utf-8")
         self._log.write("$ " + " ".join(cmd) + "\n")
         self._lock = threading.Lock()
-        self.proc: subprocess.Popen[str] | _Forked
-        if launcher == "forkserver":
-            self.proc = _Forked(cmd[3:])  # cmd = [python, -m, romkit, ARGV...]
-        else:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.proc: subprocess.Popen[str] | _Forked = self._launch(cmd, launcher)
         self._stdout: list[str] = []
         self._threads = [threading.Thread(target=self._read_events, daemon=True),
                          threading.Thread(target=self._read_result, daemon=True)]
         for t in self._threads:
             t.start()
+
+    def _launch(self, cmd: list[str], launcher: str) -> subprocess.Popen[str] | _Forked:
+        if launcher == "forkserver":
+            try:
+                forked = _Forked(cmd[3:])  # cmd = [python, -m, romkit, ARGV...]
+                self._log.write("(forked from the station's fork server)\n")
+                return forked
+            except (OSError, EOFError, RuntimeError) as exc:  # no fork server: a fresh python
+                self._log.write(f"(fork server unavailable: {exc}; started afresh)\n")
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, bufsize=1)
 
     def _write_log(self, prefix: str, line: str) -> None:
         with self._lock:
