@@ -259,8 +259,9 @@ def _run_station(req: StationRequest) -> None:
         from rich.console import Console
         from rich.live import Live
 
-        live = Live(_live_table([], req.watch), console=Console(), auto_refresh=False,
-                    transient=True)  # erased at the end: the final table is printed plainly
+        console = Console()  # transient: erased at the end, the final table is printed plainly
+        live = Live(_live_table([], req.watch, console.width), console=console,
+                    auto_refresh=False, transient=True)
         live.start(refresh=True)
 
     def show(event: ProgressEvent) -> None:
@@ -268,7 +269,7 @@ def _run_station(req: StationRequest) -> None:
             out.progress(event)
         elif event.kind == "info" and event.label == "station" and live is not None:
             rows = [PhoneRow.model_validate(r) for r in event.data["rows"]]
-            live.update(_live_table(rows, req.watch), refresh=True)
+            live.update(_live_table(rows, req.watch, live.console.width), refresh=True)
         elif event.kind == "info" and "result" in event.data and live is None:
             out.line(event.label)
 
@@ -288,39 +289,58 @@ def _run_station(req: StationRequest) -> None:
     out.result(payload, lambda: _render_station(result))
 
 
-_LIVE_WIDTHS = {"port": 12, "phone": 16, "stage": 14, "done": 4, "speed": 10, "result": 13}
-_RESULT_STYLE = {"ok": "bold green", "failed": "bold red", "skipped": "yellow",
-                 "running": "bold cyan", "waiting": "dim"}
+_RESULT_STYLE = {"ok": "bold green", "failed": "bold red", "skipped": "yellow"}
+_RIGHT = {"done", "speed"}
 
 
-def _live_table(rows: list[PhoneRow], watching: bool) -> Any:
-    """The live station table: one row per phone, big contrasts (read from across a bench),
-    the same cells as the final plain table."""
-    from rich.table import Table
+def fit_table(rows: list[list[str]], headers: list[str], width: int) -> list[list[str]]:
+    """Header + rows with every cell padded to its column and the last column (the note)
+    cut to what the terminal has left: a line never wraps, so the live redraw leaves no
+    garbage. Columns are two spaces apart, as in the final plain table."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    fixed = sum(widths[:-1]) + 2 * (len(headers) - 1)
+    widths[-1] = max(0, min(widths[-1], width - fixed))
+    out: list[list[str]] = []
+    for row in [headers, *rows]:
+        out.append([(c.rjust(w) if h in _RIGHT else c.ljust(w))[:w]
+                    for c, w, h in zip(row, widths, headers, strict=True)])
+    return out
+
+
+def _live_table(rows: list[PhoneRow], watching: bool, width: int) -> Any:
+    """The live station table: a title with the counts, then one row per phone coloured by
+    its result (read from across a bench); the same cells as the final plain table."""
+    from rich.text import Text
 
     from romkit.station import TABLE_HEADERS, table_rows
 
     running = sum(r.result == "running" for r in rows)
     done = {k: sum(r.result == k for r in rows) for k in ("ok", "failed", "skipped")}
-    title = (f"romkit station: {running} running, {done['ok']} ok, {done['failed']} failed, "
-             f"{done['skipped']} skipped")
-    grid = Table(title=title, title_justify="left", show_edge=False, header_style="bold",
-                 caption="waiting for phones… (Ctrl-C to stop)" if watching else None,
-                 caption_justify="left")
-    for head in TABLE_HEADERS:  # every column but the note keeps its width; the note yields
-        grid.add_column(head, no_wrap=True, overflow="ellipsis",
-                        min_width=_LIVE_WIDTHS.get(head), ratio=1 if head == "note" else None,
-                        justify="right" if head in ("done", "speed") else "left")
-    for row, cells in zip(rows, table_rows(rows), strict=True):
-        grid.add_row(*cells, style=_RESULT_STYLE.get(row.result, "") if row.result != "running"
-                     else None)
-    return grid
+    text = Text(no_wrap=True, overflow="crop")
+    text.append(f"romkit station: {running} running, {done['ok']} ok, {done['failed']} "
+                f"failed, {done['skipped']} skipped"[:width] + "\n", style="bold")
+    fitted = fit_table(table_rows(rows), TABLE_HEADERS, width)
+    text.append("  ".join(fitted[0]).rstrip()[:width] + "\n", style="bold underline")
+    for row, cells in zip(rows, fitted[1:], strict=True):
+        text.append("  ".join(cells).rstrip()[:width] + "\n",
+                    style=_RESULT_STYLE.get(row.result, ""))
+    if watching:
+        text.append("waiting for phones… (Ctrl-C to stop)"[:width], style="dim")
+    return text
 
 
 def _render_station(r: StationResult) -> None:
+    import shutil
+
     from romkit.station import TABLE_HEADERS, table_rows
 
-    out.line(table(table_rows(r.phones), TABLE_HEADERS))
+    cells = table_rows(r.phones)
+    if sys.stdout.isatty():  # a note never wraps into the next row on a narrow terminal
+        fitted = fit_table(cells, TABLE_HEADERS, shutil.get_terminal_size().columns - 1)
+        rule = ["-" * len(c) for c in fitted[0]]
+        out.line("\n".join("  ".join(x).rstrip() for x in [fitted[0], rule, *fitted[1:]]))
+    else:
+        out.line(table(cells, TABLE_HEADERS))
     out.line(f"station: {r.ok} ok, {r.failed} failed, "
              f"{sum(p.result == 'skipped' for p in r.phones)} skipped in {r.seconds:.1f} s")
     out.line(f"logs: {r.log_dir}")
