@@ -381,6 +381,14 @@ def run_station(req: StationRequest, on_progress: ProgressCallback | None = None
     lock = threading.Lock()
     ended = threading.Event()  # a child closed its output: reap it now, not at the next poll
     launcher = _launcher(req)
+    if launcher == "forkserver":
+        try:  # started now, it imports while the station looks for phones
+            _forkserver()
+            from multiprocessing import forkserver
+
+            forkserver.ensure_running()
+        except (OSError, RuntimeError):
+            launcher = "exec"
 
     def snapshot() -> list[PhoneRow]:
         return [*finished, *(p.row for p in running.values())]
