@@ -81,7 +81,7 @@ def test_sim_phones_json_one_line_per_phone_distinct_valid_cids(tmp_path: Path,
                                                                 sims: list[Sim]) -> None:
     sim = Sim(tmp_path / "fleet", "--phones", "5", "--years", "2013,2014")
     sims.append(sim)
-    assert [d["index"] for d in sim.ports] == [1, 2, 3, 4, 5]
+    assert [d["phone"] for d in sim.ports] == [1, 2, 3, 4, 5]
     assert [d["year"] for d in sim.ports] == [2013, 2014, 2013, 2014, 2013]
     cids = [bytes.fromhex(d["cid"]) for d in sim.ports]
     assert len(set(cids)) == 5 and len({d["port"] for d in sim.ports}) == 5

@@ -185,7 +185,7 @@ def _fleet(opts: SimOptions, count: int, years: str, memory_given: bool) -> None
                      dialect=opts.dialect, link=opts.link,
                      faults=split_faults(opts.faults, count), once=opts.once, reset=opts.reset)
     if opts.dry_run:
-        rows = [{"index": i, "year": spec.years[i - 1],
+        rows = [{"phone": i, "year": spec.years[i - 1],
                  "cid": phone_cid(spec.years[i - 1], i).hex(),
                  "state_dir": str(spec.state_dir(i)),
                  "state": state_action(spec.state_dir(i), opts.storage, opts.reset),
@@ -193,7 +193,7 @@ def _fleet(opts: SimOptions, count: int, years: str, memory_given: bool) -> None
 
         def show() -> None:
             for r in rows:
-                out.line(f"would plug in phone {r['index']}: virtual S820 built {r['year']}, "
+                out.line(f"would plug in phone {r['phone']}: virtual S820 built {r['year']}, "
                          f"CID {r['cid']}, {r['state']} in {r['state_dir']}")
 
         out.result({"dry_run": True, "phones": rows}, show)
@@ -203,7 +203,7 @@ def _fleet(opts: SimOptions, count: int, years: str, memory_given: bool) -> None
     def on_port(phone: VirtualPhone, port: str) -> None:
         n = index[id(phone)]
         if out.json:
-            _emit_line({"event": "port", "index": n, "cid": phone.config.cid.hex()}
+            _emit_line({"event": "port", "phone": n, "cid": phone.config.cid.hex()}
                        | phone.info() | {"port": port})
         elif phone.generation == 0:
             typer.echo(f"phone {n}: virtual S820 built {phone.config.year} ({phone.memory_label},"
@@ -214,7 +214,7 @@ def _fleet(opts: SimOptions, count: int, years: str, memory_given: bool) -> None
     def on_session(phone: VirtualPhone, log: SessionLog) -> None:
         n = index[id(phone)]
         if out.json:
-            _emit_line(_session_summary(log) | {"index": n, "cid": phone.config.cid.hex()})
+            _emit_line(_session_summary(log) | {"phone": n, "cid": phone.config.cid.hex()})
         else:
             typer.echo(f"phone {n}: session {log.index + 1} ended: {log.outcome} (written "
                        f"{human_size(log.bytes_written)})")

@@ -136,12 +136,12 @@ def serve_fleet(phones: list[VirtualPhone],
         live = list(phones)
         while live:
             for phone in list(live):
-                log = phone.next_session(0.05)
+                log = phone.next_session(0)  # no waiting per phone: one sleep per round
                 if log is not None and on_session is not None:
                     on_session(phone, log)
                 if (log is not None and phone.once) or (log is None and not phone.running):
                     live.remove(phone)
-            time.sleep(0.05)
+            time.sleep(0.1)
     finally:
         for phone in phones:
             phone.stop()
