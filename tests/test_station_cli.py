@@ -101,6 +101,12 @@ def test_sim_phones_refuses_one_phone_options(tmp_path: Path) -> None:
     assert "hint:" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("sim", "--phones", "2", "--years", "2013,2015", "--dry-run", timeout=60)
     assert proc.returncode != 0 and "2015" in proc.stderr
+    proc = run_cli("sim", "--phones", "2", "--fault", "3:disconnect@0", "--dry-run", timeout=60)
+    assert proc.returncode == 2 and "phone 3" in proc.stderr and "hint:" in proc.stderr
+    proc = run_cli("sim", "--phones", "3", "--fault", "2:nack@1", "--dry-run", "--json",
+                   "--state", str(tmp_path / "f"), timeout=60)
+    rows = json.loads(proc.stdout)["phones"]
+    assert [bool(r["faults"]) for r in rows] == [False, True, False]
 
 
 def _station(folder: Path, count: int) -> subprocess.CompletedProcess[str]:
