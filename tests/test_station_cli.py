@@ -244,3 +244,30 @@ def test_live_table_on_a_terminal(cols: int, small_folder: Path, tmp_path: Path,
     assert lines[head + 6].startswith("logs: ")
     assert "error: 1 of 3 phones failed" in lines[head + 7:]
     assert sum(ln.startswith("port ") for ln in lines) == 1
+
+
+def test_ctrl_c_stops_every_phone_and_says_how_to_resume(small_folder: Path, tmp_path: Path,
+                                                         romkit_home: Path,
+                                                         sims: list[Sim]) -> None:
+    import signal
+
+    sim = Sim(tmp_path / "fleet", "--phones", "2")
+    sims.append(sim)
+    station = subprocess.Popen([sys.executable, "-m", "romkit", "flash", str(small_folder),
+                                "--station"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=dict(os.environ), start_new_session=True)
+    time.sleep(1.5)  # the children are connecting or writing
+    os.killpg(station.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    _out, err = station.communicate(timeout=60)
+    assert station.returncode == 130, err[-2000:]
+    lines = err.strip().splitlines()
+    assert lines[-2].startswith("interrupted:")
+    assert lines[-1] == f"hint: resume with: romkit flash {small_folder} --station"
+    deadline = time.monotonic() + 15  # no child, fork server or fork of it is left behind
+    while True:
+        try:
+            os.killpg(station.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "processes of the station outlived it"
+        time.sleep(0.2)

@@ -233,8 +233,11 @@ def _flash_cmd(
                   if on]
         from romkit.station import StationRequest
 
-        _run_station(StationRequest(ports=[] if station else ports, watch=station, count=count,
-                                    flash_args=child, wait=wait, reflash=reflash))
+        # Ctrl-C: the same command again resumes every phone after its verified partitions
+        with reporting_interrupts(ctx, drop=("fresh",)):
+            _run_station(StationRequest(ports=[] if station else ports, watch=station,
+                                        count=count, flash_args=child, wait=wait,
+                                        reflash=reflash))
         return
     if count is not None or reflash:
         raise UsageError("--count and --reflash belong to a station run",
