@@ -130,6 +130,7 @@ def curve(launcher: str, counts: list[int], root: Path, folder: Path, image_byte
           "median phone: start-up / hash / bring-up / backup / write+verify s")
     base: float | None = None
     ratios = []
+    rates: list[tuple[int, float]] = []
     for n in counts:
         best: tuple[float, str] | None = None
         for _ in range(repeat):
@@ -140,7 +141,12 @@ def curve(launcher: str, counts: list[int], root: Path, folder: Path, image_byte
         base = base or best[0]
         print(best[1].replace("RATIO", f"{best[0] / base:5.2f}"))
         ratios.append(f"{n}:{best[0] / base:.2f}x")
-    return serial, f"{launcher} " + ", ".join(ratios)
+        rates.append((n, n * image_bytes / best[0] / 1e6))
+    top = max(rate for _n, rate in rates)
+    knee = next(n for n, rate in rates if rate >= 0.9 * top)
+    print(f"host saturates at {knee} phones: aggregate {top:.1f} MB/s of images at best, "
+          f"within 10% of it from {knee} phones on")
+    return serial, f"{launcher} " + ", ".join(ratios) + f" (saturated at {knee})"
 
 
 def one_run(launcher: str, n: int, root: Path, folder: Path, image_bytes: int, cores: int,
