@@ -135,8 +135,8 @@ def test_station_watches_virtual_ports_and_skips_a_phone_it_already_did(
     assert_images_on_phone(b, folder)
     assert_images_on_phone(replugged[0], folder)  # still the images of the first run
     # the replugged phone's session wrote nothing: it stopped right after identifying itself
-    first = replugged[0].sessions[0]
-    assert first.outcome == "finish" and first.transfers == []
+    first = replugged[0].next_session(10)  # the phone records the end after its reboot
+    assert first is not None and first.outcome == "finish" and first.transfers == []
 
 
 def test_skip_cid_refuses_before_writing(phones: Phones, folder: Path) -> None:
@@ -190,3 +190,22 @@ def test_phone_lock_is_exclusive_and_dies_with_its_holder(tmp_path: Path) -> Non
         child.wait()
     with phone_lock("ABCD"):  # the kernel released the dead holder's lock
         pass
+
+
+@pytest.mark.parametrize("launcher", ["exec", "forkserver"])
+def test_both_launchers_flash_and_report(launcher: str, phones: Phones, folder: Path) -> None:
+    """A fresh interpreter per phone (Windows, and the fallback) and a fork of the fork server
+    (POSIX default) are the same `romkit --json flash`: both flash, verify and exit 0."""
+    a, b = phones.add(serial=61), phones.add(serial=62)
+    result = run_station(StationRequest(ports=[a.port, b.port],  # type: ignore[misc]
+                                        flash_args=[str(folder)], wait=10, launcher=launcher))
+    assert [r.result for r in result.phones] == ["ok", "ok"]
+    assert all(r.exit_code == 0 for r in result.phones)
+    for phone in (a, b):
+        assert_images_on_phone(phone, folder)
+    for row in result.phones:
+        assert row.log is not None
+        forked = "(forked from the station's fork server)" in row.log.read_text()
+        assert forked == (launcher == "forkserver")
+        # a forked child reports its own CPU time; a fresh interpreter's is not known here
+        assert (row.cpu_seconds is not None and row.cpu_seconds > 0) == forked

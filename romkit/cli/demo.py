@@ -8,14 +8,17 @@ the progress of the libraries the demo drives goes to the usual progress output 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from romkit.cli.output import JsonOpt, out
+from romkit.cli.output import JsonOpt, out, table
 from romkit.demo import DemoRequest, DemoResult, run_demo
 from romkit.errors import EXIT_FAILURE, UsageError
 from romkit.progress import ProgressEvent
+
+if TYPE_CHECKING:
+    from romkit.demo_station import StationDemoResult
 
 _INDENT = "      "
 _driven = out.indented(f"{_INDENT}| ")
@@ -86,6 +89,61 @@ def _render(result: DemoResult) -> None:
     out.line(f"time: {result.seconds:.1f} s")
 
 
+def _station_progress(event: ProgressEvent) -> None:
+    """The station demo: the steps, one line per phone as it starts and ends (the table of
+    every phone comes with the result); the children's bars would only interleave."""
+    data = dict(event.data)
+    if "step" in data and "phase" in data:
+        if out.json:
+            out.progress(event)
+        elif data["phase"] in ("start", "planned"):
+            if data.get("index") == 1:
+                out.line("romkit demo --station: three virtual S820s on one bench, one station "
+                         "run (SYNTHETIC firmware)")
+                out.line()
+            out.line(event.label)
+            if data.get("command"):
+                out.line(f"{_INDENT}$ {data['command']}")
+        else:
+            _render_step_done(data)
+    elif out.json:
+        if event.kind not in ("update",) and event.label != "station":
+            out.progress(event)
+    elif event.kind == "info" and "result" in data or "flashing started" in event.label:
+        _driven(event)
+
+
+def _render_station(result: StationDemoResult) -> None:
+    from romkit.station import TABLE_HEADERS, phone_label, table_rows
+
+    out.line()
+    if result.dry_run:
+        out.line("dry run: nothing was built, plugged in or flashed")
+        return
+    if result.phones:
+        out.line(table(table_rows(result.phones), TABLE_HEADERS))
+        out.line()
+    for c in result.checks:
+        out.line(f"phone {c.index} ({c.year}, {phone_label(c.cid)}): "
+                 f"{'as expected' if c.ok else 'NOT as expected'} — {c.detail}")
+    ok = sum(r.result == "ok" for r in result.phones)
+    refused = sum(c.spft_code == 4032 for c in result.checks)
+    if result.ok:
+        out.line(f"summary: {ok} phones flashed and verified, {refused} stopped with 4032 "
+                 "before writing; no phone was held up by another")
+    else:
+        failed = next((s for s in result.steps if s.status == "failed"), None)
+        where = f" at step '{failed.id}'" if failed else ""
+        out.line(f"summary: the station story did NOT end green{where}")
+    if result.log_dir and result.kept:
+        out.line(f"station logs:       {result.log_dir}")
+    if result.kept:
+        out.line(f"workspace kept:     {result.workdir}")
+    else:
+        out.line(f"workspace {result.workdir} removed (use --keep to inspect it)")
+    out.line(f"time: {result.seconds:.1f} s")
+
+
 def _demo_cmd(
     keep: Annotated[bool, typer.Option(
         "--keep", help="Leave the workspace (firmware, phone storage, backup) for inspection."
@@ -101,6 +159,9 @@ def _demo_cmd(
     link: Annotated[str | None, typer.Option(
         "--link", metavar="pty|tcp", help="The virtual phone's cable: a pseudo-terminal "
         "(default where the system has them) or a TCP port on 127.0.0.1.")] = None,
+    station: Annotated[bool, typer.Option(
+        "--station", help="The repair-shop story instead: three phones (one a 2014 unit that "
+                          "stops with 4032) flashed by one station run.")] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Run the whole story on a virtual S820 built in 2014: fetch, 4032, prepare, flash, verify.
@@ -116,8 +177,17 @@ def _demo_cmd(
                          hint="use --link pty or --link tcp")
     req = DemoRequest(workdir=workdir, keep=keep, dry_run=dry_run, wait=wait,
                       link=link.lower() if link else None)
-    result = run_demo(req, _progress)
-    out.result(result, lambda: _render(result))
+    result: DemoResult | StationDemoResult
+    if station:
+        from romkit.demo_station import run_station_demo  # the station loads only when asked
+
+        result = run_station_demo(req, _station_progress)
+        station_result = result
+        out.result(result, lambda: _render_station(station_result))
+    else:
+        result = run_demo(req, _progress)
+        demo_result = result
+        out.result(result, lambda: _render(demo_result))
     if not result.ok:
         error = result.error or {}
         out.note("error: the demo did not end green" + (

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -37,15 +37,10 @@ from romkit.flash.tools import (
     restore_phone,
 )
 from romkit.progress import ProgressEvent, Reporter
-from romkit.station import (
-    TABLE_HEADERS,
-    PhoneRow,
-    StationRequest,
-    StationResult,
-    run_station,
-    table_rows,
-)
 from romkit.workspace import recorded_build, resolve_firmware_dir
+
+if TYPE_CHECKING:  # the station loads only in a station run, not in each phone's child
+    from romkit.station import PhoneRow, StationRequest, StationResult
 
 PortOpt = Annotated[str | None, typer.Option(
     "--port", help="Serial port of the phone (default: wait for a MediaTek USB port).")]
@@ -274,8 +269,22 @@ def _flash_cmd(
                                         ("--no-backup", no_backup), ("--fresh", fresh),
                                         ("--i-understand-this-erases-calibration", erase_ok))
                   if on]
-        _run_station(StationRequest(ports=[] if station else ports, watch=station, count=count,
-                                    flash_args=child, wait=wait, reflash=reflash))
+        child.append("--yes")  # the one question is asked here, never by each phone
+        if not (yes or dry_run or out.json) and _stdin_is_terminal():
+            where = "every phone that appears" if station else f"{len(ports)} phones"
+            if not typer.confirm(f"Flash {child[0]} ({mode}) to {where}?", default=False,
+                                 err=True):
+                from romkit.flash.engine import NotConfirmedError
+
+                raise NotConfirmedError("not flashed: the answer was no",
+                                        hint="run it again and answer y, or add --yes")
+        from romkit.station import StationRequest
+
+        # Ctrl-C: the same command again resumes every phone after its verified partitions
+        with reporting_interrupts(ctx, drop=("fresh",)):
+            _run_station(StationRequest(ports=[] if station else ports, watch=station,
+                                        count=count, flash_args=child, wait=wait,
+                                        reflash=reflash))
         return
     if count is not None or reflash:
         raise UsageError("--count and --reflash belong to a station run",
@@ -303,21 +312,24 @@ def _stdin_is_terminal() -> bool:
 
 def _run_station(req: StationRequest) -> None:
     """Run a station and show it: a live table on a terminal, result lines otherwise."""
+    from romkit.station import PhoneRow, run_station
+
     live = None
     if not out.json and sys.stdout.isatty():
         from rich.console import Console
         from rich.live import Live
-        from rich.text import Text
 
-        live = Live(console=Console(), auto_refresh=False, transient=True)
-        live.start()
+        console = Console()  # transient: erased at the end, the final table is printed plainly
+        live = Live(_live_table([], req.watch, console.width), console=console,
+                    auto_refresh=False, transient=True)
+        live.start(refresh=True)
 
     def show(event: ProgressEvent) -> None:
         if out.json:
             out.progress(event)
         elif event.kind == "info" and event.label == "station" and live is not None:
             rows = [PhoneRow.model_validate(r) for r in event.data["rows"]]
-            live.update(Text(table(table_rows(rows), TABLE_HEADERS)), refresh=True)
+            live.update(_live_table(rows, req.watch, live.console.width), refresh=True)
         elif event.kind == "info" and "result" in event.data and live is None:
             out.line(event.label)
 
@@ -327,18 +339,71 @@ def _run_station(req: StationRequest) -> None:
         if live is not None:
             live.stop()
     payload = result.model_dump(mode="json")
-    out.result(payload, lambda: _render_station(result))
     if result.failed:
+        # one document on stdout, as for every command: the error, carrying every row
+        if not out.json:
+            _render_station(result)
         raise DeviceError(f"{result.failed} of {len(result.phones)} phones failed",
                           hint=f"see each phone's log in {result.log_dir}",
-                          details={"log_dir": str(result.log_dir)})
+                          details=payload | {"log_dir": str(result.log_dir)})
+    out.result(payload, lambda: _render_station(result))
+
+
+_RESULT_STYLE = {"ok": "bold green", "failed": "bold red", "skipped": "yellow"}
+_RIGHT = {"done", "speed"}
+
+
+def fit_table(rows: list[list[str]], headers: list[str], width: int) -> list[list[str]]:
+    """Header + rows with every cell padded to its column and the last column (the note)
+    cut to what the terminal has left: a line never wraps, so the live redraw leaves no
+    garbage. Columns are two spaces apart, as in the final plain table."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    fixed = sum(widths[:-1]) + 2 * (len(headers) - 1)
+    widths[-1] = max(0, min(widths[-1], width - fixed))
+    out: list[list[str]] = []
+    for row in [headers, *rows]:
+        out.append([(c.rjust(w) if h in _RIGHT else c.ljust(w))[:w]
+                    for c, w, h in zip(row, widths, headers, strict=True)])
+    return out
+
+
+def _live_table(rows: list[PhoneRow], watching: bool, width: int) -> Any:
+    """The live station table: a title with the counts, then one row per phone coloured by
+    its result (read from across a bench); the same cells as the final plain table."""
+    from rich.text import Text
+
+    from romkit.station import TABLE_HEADERS, table_rows
+
+    running = sum(r.result == "running" for r in rows)
+    done = {k: sum(r.result == k for r in rows) for k in ("ok", "failed", "skipped")}
+    text = Text(no_wrap=True, overflow="crop")
+    text.append(f"romkit station: {running} running, {done['ok']} ok, {done['failed']} "
+                f"failed, {done['skipped']} skipped"[:width] + "\n", style="bold")
+    fitted = fit_table(table_rows(rows), TABLE_HEADERS, width)
+    text.append("  ".join(fitted[0]).rstrip()[:width] + "\n", style="bold underline")
+    for row, cells in zip(rows, fitted[1:], strict=True):
+        text.append("  ".join(cells).rstrip()[:width] + "\n",
+                    style=_RESULT_STYLE.get(row.result, ""))
+    if watching:
+        text.append("waiting for phones… (Ctrl-C to stop)"[:width], style="dim")
+    return text
 
 
 def _render_station(r: StationResult) -> None:
-    out.line(table(table_rows(r.phones), TABLE_HEADERS))
+    import shutil
+
+    from romkit.station import TABLE_HEADERS, table_rows
+
+    cells = table_rows(r.phones)
+    if sys.stdout.isatty():  # a note never wraps into the next row on a narrow terminal
+        fitted = fit_table(cells, TABLE_HEADERS, shutil.get_terminal_size().columns - 1)
+        rule = ["-" * len(c) for c in fitted[0]]
+        out.line("\n".join("  ".join(x).rstrip() for x in [fitted[0], rule, *fitted[1:]]))
+    else:
+        out.line(table(cells, TABLE_HEADERS))
     out.line(f"station: {r.ok} ok, {r.failed} failed, "
-             f"{sum(p.result == 'skipped' for p in r.phones)} skipped in {r.seconds:.1f} s; "
-             f"logs in {r.log_dir}")
+             f"{sum(p.result == 'skipped' for p in r.phones)} skipped in {r.seconds:.1f} s")
+    out.line(f"logs: {r.log_dir}")
 
 
 def _backup_cmd(ctx: typer.Context, port: PortOpt = None, da: DaOpt = None,

@@ -17,6 +17,15 @@ from romkit.cli.output import JsonOpt, human_size, out
 from romkit.errors import UsageError
 from romkit.sim.dialects import DEFAULT_DIALECT, KNOB_VALUES, listing, resolve
 from romkit.sim.faults import FaultPlan
+from romkit.sim.fleet import (
+    FleetSpec,
+    build_fleet,
+    check_count,
+    parse_years,
+    phone_cid,
+    serve_fleet,
+    split_faults,
+)
 from romkit.sim.link import DEFAULT_LINK, parse_link
 from romkit.sim.phone import DEFAULT_BOOT, VirtualPhone, default_state_dir, serve, state_action
 from romkit.sim.session import SessionLog, parse_memory_id
@@ -74,7 +83,15 @@ def sim_command(
     fault: list[str] = typer.Option([], "--fault", metavar="SPEC",  # noqa: B006
                                     help="Inject a fault (repeatable): corrupt@N, drop@N, "
                                          "disconnect@N, stall@N:SECS, nack@K, rate=BPS, "
-                                         "window=SECS."),
+                                         "window=SECS; with --phones, K:SPEC for phone K "
+                                         "only."),
+    phones: int | None = typer.Option(None, "--phones", metavar="N",
+                                      help="Plug in N virtual phones at once (a station's "
+                                           "bench): each has its own CID and a state folder "
+                                           "phoneNN under --state."),
+    years: str | None = typer.Option(None, "--years", metavar="Y,Y,...",
+                                     help="With --phones: the build year of each phone, "
+                                          "repeated in turn (e.g. 2013,2013,2014)."),
     once: bool = typer.Option(False, "--once", help="Exit after one session."),
     reset: bool = typer.Option(False, "--reset", help="Restore the factory eMMC state first."),
     dry_run: bool = typer.Option(False, "--dry-run",
@@ -99,6 +116,9 @@ def sim_command(
         where = ".".join(str(x) for x in first["loc"]).replace("_", "-")
         raise UsageError(f"--{where}: {first['msg']}",
                          hint="see `romkit sim --help` for the accepted values") from None
+    if phones is not None or years is not None:
+        _fleet(opts, phones or 1, years or str(opts.year), memory_given=memory_id is not None)
+        return
     plan = FaultPlan.parse(opts.faults)
     chosen = resolve(opts.dialect)
     link_kind, link_host, link_port = parse_link(opts.link)
@@ -150,6 +170,67 @@ def sim_command(
     _unplug_on_signals()
     try:
         serve(phone, on_session)
+    except KeyboardInterrupt:
+        out.note("unplugged")
+
+
+def _fleet(opts: SimOptions, count: int, years: str, memory_given: bool) -> None:
+    """`--phones N`: N phones in this process, one JSON line (or text line) per port."""
+    if memory_given or opts.trace is not None:
+        raise UsageError("--memory-id and --trace describe one phone",
+                         hint="drop them with --phones (each phone gets its own CID)")
+    spec = FleetSpec(count=check_count(count), years=parse_years(years, count),
+                     root=opts.state or default_state_dir(opts.storage).parent
+                     / f"fleet-{opts.storage.lower()}", storage=opts.storage, boot=opts.boot,
+                     dialect=opts.dialect, link=opts.link,
+                     faults=split_faults(opts.faults, count), once=opts.once, reset=opts.reset)
+    if opts.dry_run:
+        rows = [{"phone": i, "year": spec.years[i - 1],
+                 "cid": phone_cid(spec.years[i - 1], i).hex(),
+                 "state_dir": str(spec.state_dir(i)),
+                 "state": state_action(spec.state_dir(i), opts.storage, opts.reset),
+                 "faults": spec.faults[i - 1].describe()} for i in range(1, count + 1)]
+
+        def show() -> None:
+            for r in rows:
+                out.line(f"would plug in phone {r['phone']}: virtual S820 built {r['year']}, "
+                         f"CID {r['cid']}, {r['state']} in {r['state_dir']}")
+
+        out.result({"dry_run": True, "phones": rows}, show)
+        return
+    index: dict[int, int] = {}
+
+    def on_port(phone: VirtualPhone, port: str) -> None:
+        n = index[id(phone)]
+        if out.json:
+            _emit_line({"event": "port", "phone": n, "cid": phone.config.cid.hex()}
+                       | phone.info() | {"port": port})
+        elif phone.generation == 0:
+            typer.echo(f"phone {n}: virtual S820 built {phone.config.year} ({phone.memory_label},"
+                       f" CID {phone.config.cid.hex()}) on {port}")
+        else:
+            typer.echo(f"phone {n}: re-enumerated (USB PID {phone.usb_pid:04x}) on {port}")
+
+    def on_session(phone: VirtualPhone, log: SessionLog) -> None:
+        n = index[id(phone)]
+        if out.json:
+            _emit_line(_session_summary(log) | {"phone": n, "cid": phone.config.cid.hex()})
+        else:
+            typer.echo(f"phone {n}: session {log.index + 1} ended: {log.outcome} (written "
+                       f"{human_size(log.bytes_written)})")
+
+    def on_started() -> None:
+        if out.json:
+            _emit_line({"event": "ready", "phones": count, "state": str(spec.root)})
+        else:
+            typer.echo(f"{count} virtual phones plugged in; state in {spec.root} — Ctrl-C to "
+                       "unplug them all")
+
+    fleet = build_fleet(spec, on_port)
+    index.update({id(phone): n for n, phone in enumerate(fleet, start=1)})
+    _unplug_on_signals()
+    try:
+        serve_fleet(fleet, on_session, on_started)
     except KeyboardInterrupt:
         out.note("unplugged")
 

@@ -132,9 +132,11 @@ class VirtualPhone:
     # -- facts -------------------------------------------------------------------------------
     @property
     def memory_label(self) -> str:
-        if self.custom_memory:
+        part = s820.PARTS_BY_YEAR[self.config.year]
+        if self.custom_memory and self.config.cid[:s820.EMI_ID_LENGTH] != \
+                part.cid[:s820.EMI_ID_LENGTH]:
             return "custom memory ID"
-        return s820.PARTS_BY_YEAR[self.config.year].label
+        return part.label  # another unit of the year's part (e.g. `sim --phones`' serials)
 
     def info(self) -> dict[str, Any]:
         """What `romkit sim --json` prints: the port and the phone's identity."""

@@ -1,0 +1,253 @@
+"""`romkit demo --station`: a repair-shop bench of three phones flashed by one station run.
+
+Why a second story: the station's promise is that phones do not hurt each other. Three
+virtual S820s are plugged in at once (two built in 2013, one in 2014), and one station run
+(`romkit flash --station`, one `romkit flash` child process per phone) flashes the firmware
+as downloaded, which ships the 2013 preloader: the 2014 unit must stop with SP Flash Tool's
+4032 before anything is written, while the other two back up their calibration, write and
+verify — untouched by their neighbour's failure.
+
+As in the single-phone demo (romkit/demo.py, whose workspace, environment and independent
+eMMC checks are reused here), the story is judged green only by checks made here: every
+phone's storage is read directly from the simulator (not through the DA) and compared with
+the image files (the 2013 units) or with its own snapshot from before the run (the 2014
+unit), and each 2013 unit's backup set must hold its NVRAM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from romkit.demo import (
+    NVRAM_TEXT,
+    SPFT_DRAM_FAIL,
+    USER_BASE,
+    DemoRequest,
+    DemoStep,
+    StepStatus,
+    _compare_emmc,
+    _demo_environment,
+    _layout_sizes,
+    _PhoneReader,
+    _StoryFailed,
+    _Workspace,
+)
+from romkit.errors import RomkitError
+from romkit.progress import ProgressCallback, Reporter
+from romkit.sim.artifacts import da_s820, preloader_s820
+from romkit.sim.sample_firmware import PRELOADER_NAME, build_s820_folder
+from romkit.station import PhoneRow, StationRequest, phone_label, run_station
+
+YEARS = (2013, 2014, 2013)  # the middle phone is the 2014 unit that must stop with 4032
+STATION_STEPS: tuple[tuple[str, str, str | None], ...] = (
+    ("build", "Build a synthetic S820 firmware folder (ships the 2013 preloader)", None),
+    ("phones", "Plug three phones into the hub: built 2013, 2014 and 2013",
+     "romkit sim --phones 3 --years " + ",".join(map(str, YEARS))),
+    ("station", "Flash them all with one station run (one process per phone)",
+     "romkit flash --station --count 3"),
+    ("check", "Read each phone's eMMC back and judge it on its own",
+     "romkit readback --all ./dump  (per phone)"),
+)
+
+
+class PhoneCheck(BaseModel):
+    """One phone as judged by the demo's own reading of its storage."""
+
+    index: int
+    year: int
+    cid: str
+    port: str
+    expected: str  # "flashed" or "refused with 4032, nothing written"
+    result: str = ""  # the station's row result
+    spft_code: int | None = None
+    ok: bool = False
+    detail: str = ""
+
+
+class StationDemoResult(BaseModel):
+    ok: bool
+    dry_run: bool = False
+    workdir: str | None
+    kept: bool
+    steps: list[DemoStep]
+    phones: list[PhoneRow] = Field(default_factory=list)
+    checks: list[PhoneCheck] = Field(default_factory=list)
+    log_dir: str | None = None
+    seconds: float = 0.0
+    error: dict[str, Any] | None = None
+
+
+class _StationStory:
+    def __init__(self, req: DemoRequest, ws: _Workspace, rep: Reporter) -> None:
+        self.req = req
+        self.ws = ws
+        self.rep = rep
+        self.stack = contextlib.ExitStack()
+        self.result = StationDemoResult(ok=False, workdir=str(ws.root), kept=req.keep, steps=[])
+        self.firmware: Path | None = None
+        self.phones: list[Any] = []  # VirtualPhone (the simulator loads only when a demo runs)
+        self.before: list[dict[str, str]] = []
+
+    def run(self) -> StationDemoResult:
+        handlers: dict[str, Callable[[], tuple[StepStatus, str, dict[str, Any]]]] = {
+            "build": self._build, "phones": self._phones, "station": self._station,
+            "check": self._check}
+        with self.stack:
+            for index, (step_id, title, command) in enumerate(STATION_STEPS, start=1):
+                if not self._step(index, step_id, title, command, handlers[step_id]):
+                    return self.result
+        self.result.ok = bool(self.result.checks) and all(c.ok for c in self.result.checks)
+        return self.result
+
+    def _step(self, index: int, step_id: str, title: str, command: str | None,
+              handler: Callable[[], tuple[StepStatus, str, dict[str, Any]]]) -> bool:
+        total = len(STATION_STEPS)
+        self.rep.info(f"[{index}/{total}] {title}", step=step_id, phase="start",
+                      command=command, index=index, total=total)
+        t0 = time.monotonic()
+        try:
+            status, detail, data = handler()
+        except (RomkitError, _StoryFailed) as exc:
+            status, data = "failed", {}
+            if isinstance(exc, RomkitError):
+                detail = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+                self.result.error = exc.to_dict()
+            else:
+                detail = str(exc)
+                self.result.error = {"error": "DemoCheckFailed", "message": detail,
+                                     "exit_code": 1}
+        step = DemoStep(id=step_id, title=title, command=command, status=status, detail=detail,
+                        data=data, seconds=round(time.monotonic() - t0, 3))
+        self.result.steps.append(step)
+        self.rep.info(detail, step=step_id, phase="done", command=command, status=status,
+                      index=index, total=total, record=step.model_dump(mode="json"))
+        return status != "failed"
+
+    def _build(self) -> tuple[StepStatus, str, dict[str, Any]]:
+        self.firmware = build_s820_folder(self.ws.path("firmware"),
+                                          preloader=preloader_s820(2013), da=da_s820())
+        size = sum(f.stat().st_size for f in self.firmware.rglob("*") if f.is_file())
+        return "ok", f"{self.firmware}: {size} bytes of SYNTHETIC images", {
+            "folder": str(self.firmware), "bytes": size}
+
+    def _phones(self) -> tuple[StepStatus, str, dict[str, Any]]:
+        from romkit.sim.fleet import FleetSpec, build_fleet
+
+        assert self.firmware is not None
+        spec = FleetSpec(count=len(YEARS), root=self.ws.path("phones"), years=list(YEARS),
+                         link=self.req.link)
+        for phone in build_fleet(spec):
+            phone.start()
+            self.stack.callback(phone.stop)
+            self.phones.append(phone)
+            self.before.append(_PhoneReader(phone).snapshot(self.firmware))
+        rows = [{"index": i, "year": ph.config.year, "cid": ph.config.cid.hex(),
+                 "port": ph.port} for i, ph in enumerate(self.phones, start=1)]
+        return "ok", "; ".join(f"{r['port']} ({r['year']}, {phone_label(str(r['cid']))})"
+                               for r in rows), {"phones": rows}
+
+    def _station(self) -> tuple[StepStatus, str, dict[str, Any]]:
+        assert self.firmware is not None
+        res = run_station(StationRequest(ports=[ph.port for ph in self.phones],
+                                         flash_args=[str(self.firmware)], wait=self.req.wait,
+                                         log_dir=self.ws.path("station-logs")),
+                          self.rep.callback)
+        self.result.phones = res.phones
+        self.result.log_dir = str(res.log_dir)
+        ok = sum(r.result == "ok" for r in res.phones)
+        return "ok", (f"{ok} ok, {sum(r.result == 'failed' for r in res.phones)} failed in "
+                      f"{res.seconds:.1f} s; a log per phone in {res.log_dir}"), {
+            "seconds": res.seconds, "log_dir": str(res.log_dir)}
+
+    def _row(self, phone: Any) -> PhoneRow | None:
+        cid = phone.config.cid.hex().upper()
+        return next((r for r in self.result.phones if (r.cid or "").upper() == cid), None)
+
+    def _check(self) -> tuple[StepStatus, str, dict[str, Any]]:
+        assert self.firmware is not None
+        checks: list[PhoneCheck] = []
+        for i, (phone, before) in enumerate(zip(self.phones, self.before, strict=True), 1):
+            late = phone.config.year == 2014
+            row = self._row(phone)
+            check = PhoneCheck(index=i, year=phone.config.year, cid=phone.config.cid.hex(),
+                               port=row.port if row else "",
+                               expected=f"refused with {SPFT_DRAM_FAIL}, nothing written"
+                               if late else "flashed, verified, calibration backed up",
+                               result=row.result if row else "missing",
+                               spft_code=row.spft_code if row else None)
+            reader = _PhoneReader(phone)
+            try:
+                if late:
+                    if check.spft_code != SPFT_DRAM_FAIL:
+                        raise _StoryFailed(f"the 2014 unit ended {check.result} with code "
+                                           f"{check.spft_code}, not {SPFT_DRAM_FAIL}")
+                    if reader.snapshot(self.firmware) != before:
+                        raise _StoryFailed("the refused flash changed the phone's storage")
+                    check.detail = f"stopped with {SPFT_DRAM_FAIL}; its eMMC is unchanged"
+                else:
+                    if row is None or row.result != "ok":
+                        raise _StoryFailed(f"the station reports {check.result}")
+                    parts = _compare_emmc(reader, self.firmware,
+                                          self.firmware / PRELOADER_NAME)
+                    self._check_backup(reader, row)
+                    check.detail = (f"eMMC equals the images ({len(parts)} partitions); the "
+                                    "backup holds its NVRAM")
+                check.ok = True
+            except _StoryFailed as exc:
+                check.detail = str(exc)
+            checks.append(check)
+        self.result.checks = checks
+        bad = [c for c in checks if not c.ok]
+        if bad:
+            raise _StoryFailed("; ".join(f"phone {c.index}: {c.detail}" for c in bad))
+        return "ok", "every phone is as it should be, each judged on its own storage", {
+            "checks": [c.model_dump(mode="json") for c in checks]}
+
+    def _check_backup(self, reader: _PhoneReader, row: PhoneRow) -> None:
+        from romkit.flash.backup import find_set
+
+        if not row.backup_set:
+            raise _StoryFailed("the flash took no calibration backup")
+        backup = find_set(row.backup_set, bytes.fromhex(row.cid) if row.cid else None)
+        start, size = _layout_sizes()["NVRAM"]
+        nvram = reader.read("user", start - USER_BASE, size)
+        saved = [f for f in Path(backup.path).iterdir() if f.is_file()]
+        if not nvram.startswith(NVRAM_TEXT) or not any(f.read_bytes() == nvram for f in saved):
+            raise _StoryFailed("its calibration backup does not hold its NVRAM")
+
+
+def planned_station() -> StationDemoResult:
+    steps = [DemoStep(id=i, title=t, command=c, status="planned") for i, t, c in STATION_STEPS]
+    return StationDemoResult(ok=True, dry_run=True, workdir=None, kept=False, steps=steps)
+
+
+def run_station_demo(request: DemoRequest,
+                     on_progress: ProgressCallback | None = None) -> StationDemoResult:
+    """Run the three-phone story in a private workspace (ROMKIT_HOME inside it)."""
+    rep = Reporter(on_progress)
+    if request.dry_run:
+        result = planned_station()
+        for index, step in enumerate(result.steps, start=1):
+            rep.info(f"[{index}/{len(STATION_STEPS)}] {step.title}", step=step.id,
+                     phase="planned", command=step.command, index=index,
+                     total=len(STATION_STEPS))
+        return result
+    t0 = time.monotonic()
+    ws = _Workspace(request.workdir)
+    try:
+        with _demo_environment(ws.path("home")):
+            result = _StationStory(request, ws, rep).run()
+    except BaseException:
+        if not request.keep:
+            ws.remove()
+        raise
+    if not request.keep:
+        ws.remove()
+    result.seconds = round(time.monotonic() - t0, 3)
+    return result
