@@ -152,14 +152,15 @@ def test_skip_cid_refuses_before_writing(phones: Phones, folder: Path) -> None:
 
 def test_cli_two_ports_json(phones: Phones, folder: Path) -> None:
     a, b = phones.add(serial=41), phones.add(serial=42)
-    proc = run_cli("--json", "flash", str(folder), "--port", a.port, "--port", b.port,
+    ports = [a.port, b.port]  # before the flash: a finished phone reboots onto a new port
+    proc = run_cli("--json", "flash", str(folder), "--port", ports[0], "--port", ports[1],
                    "--wait", "10", timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(proc.stdout)
-    assert sorted(p["port"] for p in doc["phones"]) == sorted([a.port, b.port])
+    assert sorted(p["port"] for p in doc["phones"]) == sorted(ports)
     assert all(p["result"] == "ok" for p in doc["phones"])
     events = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
-    tagged = [e for e in events if (e.get("data") or {}).get("port") == a.port]
+    tagged = [e for e in events if (e.get("data") or {}).get("port") == ports[0]]
     assert tagged and any((e.get("data") or {}).get("cid") for e in tagged)
     for phone in (a, b):
         assert_images_on_phone(phone, folder)
