@@ -56,6 +56,8 @@ BENCHES: tuple[Bench, ...] = (
     Bench("flash_bench.py", "Flash to the virtual phone vs raw pty throughput; peak RSS",
           ("--mib", "256", "--rss-mib", "1024"),
           ("--mib", "32", "--rss-mib", "128", "--runs", "1")),
+    Bench("link_bench.py", "Flash over the pty vs over the TCP link (romkit sim --link tcp)",
+          ("--mib", "128", "--runs", "3"), ("--mib", "16", "--runs", "1")),
     Bench("profile_flash.py", "CPU profile of the flash path (cProfile, top 5)",
           ("--scale", "8"), ("--scale", "2")),
     Bench("startup_bench.py", "CLI start-up vs a bare typer app; whole-process checksum/verify "

@@ -97,6 +97,8 @@ class SystemFacts(BaseModel):
     notes: list[str] = Field(default_factory=list)  # what could not be gathered, and why
     # e2fsprogs tool → version line (None: missing); None: not looked for
     e2fsprogs: dict[str, str | None] | None = None
+    # os.openpty exists (POSIX): `romkit sim` / `demo` can use a pty; None: not looked for
+    pty_available: bool | None = None
 
 
 class CheckResult(BaseModel):
@@ -405,6 +407,7 @@ def gather_facts(udev_dirs: Sequence[Path] = UDEV_DIRS, proc_dir: Path = Path("/
         disk_free=free,
         notes=notes,
         e2fsprogs=e2fs_versions(),
+        pty_available=hasattr(os, "openpty"),
     )
 
 
@@ -502,9 +505,12 @@ def check_mediatek_port(f: SystemFacts) -> list[CheckResult]:
     what = (f"MediaTek port {port.device} ({port.vid:04X}:{port.pid:04X}, "
             f"{_MODE_TEXT[mode]})")
     if port.accessible is False:
-        return [_fail("mediatek-port", f"{what} cannot be opened by this user",
-                      "join the dialout group (`sudo usermod -aG dialout $USER`, then log in "
-                      "again) or install the udev rule (`romkit doctor --udev-rule`)")]
+        fix = ("join the dialout group (`sudo usermod -aG dialout $USER`, then log in again) "
+               "or install the udev rule (`romkit doctor --udev-rule`)"
+               if f.os_name == "linux" else
+               "close any other program that has the port open (a serial terminal, SP Flash "
+               "Tool) and reconnect the phone")
+        return [_fail("mediatek-port", f"{what} cannot be opened by this user", fix)]
     if mode == "da":
         return [_warn("mediatek-port", what, "unplug the phone, pull the battery for a few "
                       "seconds and connect it again so it starts from the preloader")]
@@ -603,14 +609,30 @@ def _has_vcom(f: SystemFacts) -> bool:
     return "mediatek" in text or "usbvcom" in text
 
 
+#: Installing the VCOM driver's INF from an administrator prompt: `/add-driver … /install`
+#: is pnputil's syntax on Windows 10 and later, `-i -a` the older one (7, 8, 8.1).
+PNPUTIL_INSTALL = ("from an administrator prompt in the driver folder: `pnputil /add-driver "
+                   "usbvcom.inf /install` (Windows 10/11) or `pnputil -i -a usbvcom.inf` "
+                   "(Windows 7/8.1)")
+
+
+def _com_hint(f: SystemFacts) -> str:
+    """`--port COMn` for the MediaTek port Windows gave the phone, if one is plugged in."""
+    found = _mtk_ports(f)
+    if not found:
+        return ""
+    device = found[0][0].device
+    return f"; the phone is on {device}: `romkit flash --port {device}`"
+
+
 def check_vcom_driver(f: SystemFacts) -> list[CheckResult]:
     name = "vcom-driver"
     if f.windows_drivers is None:
         return [_warn(name, "could not list installed drivers (pnputil failed)",
                       "check Device Manager: the phone must show as 'MediaTek PreLoader USB "
-                      "VCOM Port' under Ports (COM & LPT)")]
+                      "VCOM Port (COMn)' under Ports (COM & LPT)")]
     if _has_vcom(f):
-        return [_ok(name, "MediaTek USB VCOM driver is installed")]
+        return [_ok(name, "MediaTek USB VCOM driver is installed" + _com_hint(f))]
     if _mtk_ports(f):
         return [_warn(name, "no MediaTek VCOM driver, but a MediaTek port works through "
                             "another driver (usbser)",
@@ -619,7 +641,8 @@ def check_vcom_driver(f: SystemFacts) -> list[CheckResult]:
     return [_fail(name, "MediaTek USB VCOM driver is not installed: Windows cannot give the "
                         "phone a COM port",
                   "install the MediaTek USB VCOM driver (usbvcom.inf): Device Manager → "
-                  "phone → Update driver → Browse → the driver folder")]
+                  "phone → Update driver → Browse → the driver folder, or "
+                  + PNPUTIL_INSTALL)]
 
 
 def _needs_signed_drivers(release: str) -> bool:
@@ -636,9 +659,40 @@ def check_driver_signature(f: SystemFacts) -> list[CheckResult]:
                           "the way")]
     return [_warn(name, f"Windows {f.os_release} refuses unsigned drivers: installing VCOM may "
                         "fail with 'The third party INF does not contain digital signature "
-                        "information'",
+                        "information' (in Device Manager and in pnputil alike)",
                   "disable driver signature enforcement for one boot (Shift+Restart → "
                   "Troubleshoot → Advanced options → Startup Settings → 7), then install")]
+
+
+def check_macos_port(f: SystemFacts) -> list[CheckResult]:
+    """macOS binds the phone's CDC ACM interface with its own driver (nothing to install) and
+    makes two nodes per port: /dev/tty.* waits for carrier detect when opened, /dev/cu.* (the
+    call-out device) does not — a phone has no carrier, so only cu.* is usable. Our reading
+    of Apple's serial driver model; no Mac has run romkit against a phone yet."""
+    name = "macos-port"
+    found = _mtk_ports(f)
+    if not found:
+        return [_ok(name, "no driver needed on macOS: the phone appears as "
+                          "/dev/cu.usbmodem* once connected")]
+    device = found[0][0].device
+    if device.startswith("/dev/tty."):
+        cu = "/dev/cu." + device.removeprefix("/dev/tty.")
+        return [_warn(name, f"{device} is the dial-in node: opening it waits for a carrier "
+                            "the phone never raises", f"use the call-out node: "
+                                                      f"`romkit flash --port {cu}`")]
+    return [_ok(name, f"the phone is on {device}: `romkit flash --port {device}`")]
+
+
+def check_sim_link(f: SystemFacts) -> list[CheckResult]:
+    """Which cable the virtual phone (`romkit sim`, `romkit demo`) uses here (issue 20)."""
+    name = "sim-link"
+    if f.pty_available is None:
+        return []
+    if f.pty_available:
+        return [_ok(name, "`romkit sim` and `romkit demo` use a pseudo-terminal (--link tcp "
+                          "works too)")]
+    return [_ok(name, "no pseudo-terminals here: `romkit sim` and `romkit demo` use TCP "
+                      "(--link tcp); flash it with `romkit flash --port socket://127.0.0.1:N`")]
 
 
 def check_disk(f: SystemFacts) -> list[CheckResult]:
@@ -681,14 +735,15 @@ _COMMON: tuple[Callable[[SystemFacts], list[CheckResult]], ...] = (
     check_python, check_packages, check_ports, check_mediatek_port)
 _BY_OS: dict[str, tuple[Callable[[SystemFacts], list[CheckResult]], ...]] = {
     "linux": (check_serial_access, check_udev, check_modemmanager, check_root),
-    "darwin": (check_root,),
+    "darwin": (check_macos_port, check_root),
     "windows": (check_vcom_driver, check_driver_signature),
 }
 
 
 def run_checks(facts: SystemFacts) -> list[CheckResult]:
     """Every check that applies to `facts.os_name`, in report order. Pure: reads only facts."""
-    checks = (*_COMMON, *_BY_OS.get(facts.os_name, ()), check_e2fsprogs, check_disk)
+    checks = (*_COMMON, *_BY_OS.get(facts.os_name, ()), check_e2fsprogs, check_sim_link,
+              check_disk)
     return [result for check in checks for result in check(facts)]
 
 

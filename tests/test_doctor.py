@@ -53,13 +53,26 @@ def linux(**changes: Any) -> SystemFacts:
     return SystemFacts(**base)
 
 
+def macos(**changes: Any) -> SystemFacts:
+    base: dict[str, Any] = {
+        "os_name": "darwin", "os_release": "23.4.0", "python_version": "3.12.2",
+        "python_required": ">=3.11", "requirements": {"typer": "0.12"},
+        "packages": {"typer": "0.15.1"},
+        "ports": [PortFact(device="/dev/cu.Bluetooth-Incoming-Port", accessible=True)],
+        "username": "carol", "pty_available": True,
+        "cache_dir": "/Users/carol/Library/Caches/romkit", "disk_free": 80 * GIB,
+    }
+    base.update(changes)
+    return SystemFacts(**base)
+
+
 def windows(**changes: Any) -> SystemFacts:
     base: dict[str, Any] = {
         "os_name": "windows", "os_release": "10", "python_version": "3.12.1",
         "python_required": ">=3.11", "requirements": {"typer": "0.12"},
         "packages": {"typer": "0.15.1"}, "ports": [], "username": "bob",
         "windows_drivers": "Published Name: oem3.inf\nOriginal Name: rtwlane.inf\n"
-                           "Provider Name: Realtek\n",
+                           "Provider Name: Realtek\n", "pty_available": False,
         "cache_dir": r"C:\Users\bob\AppData\Local\romkit\Cache", "disk_free": 80 * GIB,
     }
     base.update(changes)
@@ -238,6 +251,60 @@ def test_windows_port_through_inbox_driver_only_warns() -> None:
     checks = by_name(windows(ports=[port]))
     assert checks["vcom-driver"].status == "warn"
     assert checks["mediatek-port"].status == "ok"
+
+
+def test_windows_vcom_fix_names_pnputil_for_old_and_new_windows() -> None:
+    fix = by_name(windows())["vcom-driver"].fix
+    assert "pnputil /add-driver usbvcom.inf /install" in fix
+    assert "pnputil -i -a usbvcom.inf" in fix
+
+
+def test_windows_with_vcom_and_phone_names_its_com_port() -> None:
+    port = PortFact(device="COM7", vid=0x0E8D, pid=0x2000,
+                    description="MediaTek PreLoader USB VCOM Port (COM7)")
+    checks = by_name(windows(ports=[port], windows_drivers="Original Name: usbvcom.inf\n"))
+    assert checks["vcom-driver"].status == "ok"
+    assert "--port COM7" in checks["vcom-driver"].summary
+    assert "COM7" in checks["mediatek-port"].summary
+
+
+def test_windows_has_no_pty_so_the_sim_uses_tcp() -> None:
+    check = by_name(windows())["sim-link"]
+    assert check.status == "ok"
+    assert "--link tcp" in check.summary and "socket://127.0.0.1:" in check.summary
+
+
+def test_posix_sim_link_is_the_pty_and_unknown_is_not_reported() -> None:
+    assert "pseudo-terminal" in by_name(macos())["sim-link"].summary
+    assert "sim-link" not in by_name(linux())  # the fact was not gathered
+
+
+def test_macos_runs_its_checks_and_none_of_linux_or_windows() -> None:
+    checks = by_name(macos())
+    assert {"macos-port", "root", "sim-link"} <= set(checks)
+    assert not set(checks) & {"modemmanager", "udev-rule", "serial-access", "vcom-driver",
+                              "driver-signature"}
+    assert checks["macos-port"].status == "ok"
+    assert "/dev/cu.usbmodem" in checks["macos-port"].summary
+
+
+def test_macos_phone_on_the_call_out_node_is_ok() -> None:
+    port = PortFact(device="/dev/cu.usbmodem14101", vid=0x0E8D, pid=0x0003, accessible=True)
+    check = by_name(macos(ports=[port]))["macos-port"]
+    assert check.status == "ok" and "--port /dev/cu.usbmodem14101" in check.summary
+
+
+def test_macos_phone_on_the_dial_in_node_warns_with_the_cu_name() -> None:
+    port = PortFact(device="/dev/tty.usbmodem14101", vid=0x0E8D, pid=0x2000, accessible=True)
+    check = by_name(macos(ports=[port]))["macos-port"]
+    assert check.status == "warn"
+    assert "--port /dev/cu.usbmodem14101" in check.fix
+
+
+def test_unopenable_port_off_linux_gets_no_dialout_advice() -> None:
+    port = PortFact(device="/dev/cu.usbmodem1", vid=0x0E8D, pid=0x2000, accessible=False)
+    check = by_name(macos(ports=[port]))["mediatek-port"]
+    assert check.status == "fail" and "dialout" not in check.fix
 
 
 def test_windows_driver_list_unavailable_warns() -> None:

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="Linux fact
 
 ROOT = Path(__file__).resolve().parent.parent
 LINUX_CHECKS = {"python", "serial-ports", "mediatek-port", "serial-access", "udev-rule",
-                "modemmanager", "root", "e2fsprogs", "disk-space"}
+                "modemmanager", "root", "e2fsprogs", "sim-link", "disk-space"}
 
 
 def pyproject_minimums() -> dict[str, str]:
@@ -87,6 +87,7 @@ def test_gather_facts_on_this_box(romkit_home: Path, tmp_path: Path) -> None:
     assert facts.cache_dir == str(romkit_home / "cache")
     assert facts.disk_path == str(romkit_home)  # the cache folder does not exist yet
     assert facts.disk_free is not None
+    assert facts.pty_available is True  # Linux: the virtual phone can use a pty
     # other processes write while this runs: the fact lies between the two measurements
     slack = 64 * 1024**2
     assert min(free_before, free_after) - slack <= facts.disk_free

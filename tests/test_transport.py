@@ -331,3 +331,30 @@ def test_multi_mebibyte_transfers_arrive_intact() -> None:
         t.write(memoryview(blob))
         assert t.read(len(blob)) == blob[::-1]
         t.close()
+
+
+def test_socket_port_closes_at_once_and_the_phone_sees_the_end() -> None:
+    """pyserial's socket:// close() sleeps 0.3 s after shutting down; the transport ends the
+    connection the same way without the pause, and the far end reads EOF."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    try:
+        port = srv.getsockname()[1]
+        t = SerialTransport(f"socket://127.0.0.1:{port}", timeout=1.0)
+        conn, _ = srv.accept()
+        with conn:
+            conn.sendall(b"\x5f")
+            assert t.read(1) == b"\x5f"
+            t.write(b"\xa0")
+            assert conn.recv(1) == b"\xa0"
+            started = time.monotonic()
+            t.close()
+            assert time.monotonic() - started < 0.2
+            conn.settimeout(2.0)
+            assert conn.recv(1) == b""  # the phone side sees the connection end
+            t.close()  # twice is fine
+    finally:
+        srv.close()

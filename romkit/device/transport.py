@@ -14,6 +14,7 @@ battery goes in: the host must already be polling when it appears.
 from __future__ import annotations
 
 import os
+import socket
 import struct
 import time
 from abc import ABC, abstractmethod
@@ -24,6 +25,7 @@ from typing import Any
 import serial
 import serial.tools.list_ports
 from serial.tools.list_ports_common import ListPortInfo
+from serial.urlhandler.protocol_socket import Serial as SocketSerial
 
 from romkit import virtualports
 from romkit.device import protocol as P
@@ -103,6 +105,30 @@ class Transport(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _close_socket_port(ser: Any) -> bool:
+    """Close a `socket://` port without pyserial's pause; False if `ser` is no such port.
+
+    pyserial's socket close() shuts the connection down and then sleeps 0.3 s "in case of
+    quick reconnects, give the server some time" (serial/urlhandler/protocol_socket.py). On a
+    TCP-linked phone (`romkit sim --link tcp`, issue 20) that pause was paid twice per session
+    — at the speed switch's re-enumeration and at the end — while the phone side accepts the
+    next connection at once (it listens with a backlog). The connection ends exactly as
+    pyserial ends it (shutdown both ways, close); only the sleep is left out.
+    """
+    if not isinstance(ser, SocketSerial):
+        return False
+    sock = getattr(ser, "_socket", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # the phone already closed its end
+        sock.close()
+        ser._socket = None
+    ser.is_open = False
+    return True
 
 
 def _disconnected(exc: BaseException | None = None) -> TransportError:
@@ -226,7 +252,8 @@ class SerialTransport(Transport):
 
     def close(self) -> None:
         try:
-            self._ser.close()
+            if not _close_socket_port(self._ser):
+                self._ser.close()
         except (serial.SerialException, OSError):
             pass  # closing a port whose device vanished: nothing left to release
         if self.trace is not None and not self._closed:

@@ -43,7 +43,15 @@ PACKET_MAX = 16 * 1024 * 1024
 # docs/PROTOCOL.md step 3: the stage-2 config fields add up to 22 bytes.
 STAGE2_CONFIG_LEN = 22
 RAM_INFO = b"RAM-Info\x00\x00\x00\x02\x00\x00\x00\x01"  # informative only
-EMI_AS_SENT_IDLE = 0.15  # `as-sent` EMI upload: the host has finished when it pauses this long
+# `as-sent` EMI upload: the host has finished when it pauses this long. On USB the DA needs
+# no guess: the host's table arrives as one bulk transfer whose short last packet ends it, and
+# the host reads the checksum at once: mtkclient reads it with its shortest serial timeout,
+# 20 ms (mtkclient/Library/Connection/seriallib.py usbread: `timeout < 0.02` → 0.02, an empty
+# read ends the read) and gives up when it is late. A pty or TCP link has no transfer
+# boundaries, so a short pause stands in for the short packet: far below 20 ms, far above the
+# gap inside one host write on a local link (one write syscall, sub-millisecond). With
+# 0.15 s mtkclient failed at DRAM setup; with 0.005 s it passed every stage (CONFORMANCE.md).
+EMI_AS_SENT_IDLE = 0.005
 EMI_AS_SENT_MAX = 64 * 1024
 INT_SRAM_SIZE = p.MT6589_SRAM[1] - p.MT6589_SRAM[0]
 RAM_RANDOM_ID = bytes.fromhex("5349d0c5a1b2c3d40f1e2d3c4b5a6978")  # synthetic, stable
