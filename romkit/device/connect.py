@@ -315,6 +315,10 @@ def _next_port(path: str, node: str, virtual: virtualports.VirtualPort | None,
              if p.device not in old_ports or (p.device == path and vanished)]
     if fresh:  # the DA VCOM (0E8D:2001) is what a re-enumerated DA shows up as
         return min(fresh, key=lambda p: p.mode != "da").device
+    if path.startswith("/dev/pts/"):
+        # a pty number is reused by the system: after it vanished, the same name may be any
+        # other program's terminal. Only a virtual phone's announcement can lead back to it.
+        return None
     if os.path.exists(path) and (vanished or os.path.realpath(path) != node):
         return path
     return None
