@@ -370,6 +370,33 @@ def _write_7z(target: Path, package: Path) -> None:
             z.writeall(child, child.name)
 
 
+def run_step(rep: Reporter, result: DemoResult | Any, total: int, index: int, step_id: str,
+             title: str, command: str | None,
+             handler: Callable[[], tuple[StepStatus, str, dict[str, Any]]]) -> bool:
+    """Run one numbered step of a demo story: report its start, run it, record a DemoStep in
+    `result.steps` (and the error in `result.error` if it failed), report its end. Shared by
+    the single-phone demo and `demo --station`; returns False when the step failed."""
+    rep.info(f"[{index}/{total}] {title}", step=step_id, phase="start", command=command,
+             index=index, total=total)
+    t0 = time.monotonic()
+    try:
+        status, detail, data = handler()
+    except (RomkitError, _StoryFailed) as exc:
+        status, data = "failed", {}
+        if isinstance(exc, RomkitError):
+            detail = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+            result.error = exc.to_dict()
+        else:
+            detail = str(exc)
+            result.error = {"error": "DemoCheckFailed", "message": detail, "exit_code": 1}
+    step = DemoStep(id=step_id, title=title, command=command, status=status, detail=detail,
+                    data=data, seconds=round(time.monotonic() - t0, 3))
+    result.steps.append(step)
+    rep.info(detail, step=step_id, phase="done", command=command, status=status, index=index,
+             total=total, record=step.model_dump(mode="json"))
+    return status != "failed"
+
+
 class _Story:
     """Runs the steps in order, reporting each; holds what later steps need."""
 
@@ -405,26 +432,8 @@ class _Story:
 
     def _step(self, index: int, step_id: str, title: str, command: str | None,
               handler: Callable[[], tuple[StepStatus, str, dict[str, Any]]]) -> bool:
-        self.rep.info(f"[{index}/{len(STEPS)}] {title}", step=step_id, phase="start",
-                      command=command, index=index, total=len(STEPS))
-        t0 = time.monotonic()
-        try:
-            status, detail, data = handler()
-        except (RomkitError, _StoryFailed) as exc:
-            status, data = "failed", {}
-            if isinstance(exc, RomkitError):
-                detail = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
-                self.result.error = exc.to_dict()
-            else:
-                detail = str(exc)
-                self.result.error = {"error": "DemoCheckFailed", "message": detail,
-                                     "exit_code": 1}
-        step = DemoStep(id=step_id, title=title, command=command, status=status, detail=detail,
-                        data=data, seconds=round(time.monotonic() - t0, 3))
-        self.result.steps.append(step)
-        self.rep.info(detail, step=step_id, phase="done", command=command, status=status,
-                      index=index, total=len(STEPS), record=step.model_dump(mode="json"))
-        return status != "failed"
+        return run_step(self.rep, self.result, len(STEPS), index, step_id, title, command,
+                        handler)
 
     # -- steps -----------------------------------------------------------------------------
     def _build(self) -> tuple[StepStatus, str, dict[str, Any]]:

@@ -37,8 +37,8 @@ from romkit.demo import (
     _PhoneReader,
     _StoryFailed,
     _Workspace,
+    run_step,
 )
-from romkit.errors import RomkitError
 from romkit.progress import ProgressCallback, Reporter
 from romkit.sim.artifacts import da_s820, preloader_s820
 from romkit.sim.sample_firmware import PRELOADER_NAME, build_s820_folder
@@ -107,27 +107,8 @@ class _StationStory:
 
     def _step(self, index: int, step_id: str, title: str, command: str | None,
               handler: Callable[[], tuple[StepStatus, str, dict[str, Any]]]) -> bool:
-        total = len(STATION_STEPS)
-        self.rep.info(f"[{index}/{total}] {title}", step=step_id, phase="start",
-                      command=command, index=index, total=total)
-        t0 = time.monotonic()
-        try:
-            status, detail, data = handler()
-        except (RomkitError, _StoryFailed) as exc:
-            status, data = "failed", {}
-            if isinstance(exc, RomkitError):
-                detail = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
-                self.result.error = exc.to_dict()
-            else:
-                detail = str(exc)
-                self.result.error = {"error": "DemoCheckFailed", "message": detail,
-                                     "exit_code": 1}
-        step = DemoStep(id=step_id, title=title, command=command, status=status, detail=detail,
-                        data=data, seconds=round(time.monotonic() - t0, 3))
-        self.result.steps.append(step)
-        self.rep.info(detail, step=step_id, phase="done", command=command, status=status,
-                      index=index, total=total, record=step.model_dump(mode="json"))
-        return status != "failed"
+        return run_step(self.rep, self.result, len(STATION_STEPS), index, step_id, title,
+                        command, handler)
 
     def _build(self) -> tuple[StepStatus, str, dict[str, Any]]:
         self.firmware = build_s820_folder(self.ws.path("firmware"),
