@@ -256,7 +256,7 @@ def build_s820_folder(dest: Path, *, preloader: bytes, da: bytes | None = None,
 
 def checksum_ini_text(sums: dict[str, int]) -> str:
     """checksum.ini in CheckSum_Gen's v5 shape: [VERSION], [IsEnableChecksum], [CheckSum]
-    with one `NAME=0xXXXX` line per image, in scatter order (spft-formats.md §2 (B))."""
+    with one `NAME=0x<4 hex digits>` line per image, in scatter order (spft-formats.md §2 (B))."""
     lines = [f"; {NOTICE}", "[VERSION]", "VERSION=V1", f"TOOL=romkit {__version__}",
              f"Change_ID={CHANGE_ID}", "[IsEnableChecksum]", "CHECKSUM_SWITCH=1", "[CheckSum]"]
     lines += [f"{name}=0x{value & 0xFFFF:04X}" for name, value in sums.items()]
