@@ -25,3 +25,15 @@ def romkit_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+def _default_link() -> str:
+    from romkit.sim.link import DEFAULT_LINK
+
+    return DEFAULT_LINK
+
+
+# Tests that check something only a pty has (a device path, flock exclusivity, the width of
+# /dev/pts names in a table); skipped when ROMKIT_SIM_LINK=tcp runs the suite over TCP.
+pty_only = pytest.mark.skipif(_default_link() != "pty",
+                              reason="checks pty-specific behaviour (ROMKIT_SIM_LINK=tcp)")

@@ -86,7 +86,8 @@ def test_backup_set_roundtrip(emmc: Path) -> None:
 def test_damaged_or_incomplete_sets_are_refused(emmc: Path) -> None:
     bset = take_backup(CID, RANGES, _file_reader(emmc))
     f = bset.path / "NVRAM.bin"
-    f.write_bytes(b"\x00" + f.read_bytes()[1:])
+    data = f.read_bytes()
+    f.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])  # always a change (random content)
     with pytest.raises(IntegrityError):
         load_set(bset.path).verify()
     (bset.path / MANIFEST).unlink()  # an interrupted backup has no manifest

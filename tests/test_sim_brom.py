@@ -13,6 +13,7 @@ import pytest
 from sim_helpers import DA1_ADDR, HANDSHAKE, Host, da_stage1, xor16
 
 from romkit.sim.phone import VirtualPhone
+from tests.conftest import pty_only
 
 
 @pytest.fixture
@@ -28,6 +29,7 @@ def _nothing_pending(host: Host, wait: float = 0.15) -> bool:
     return data == b""
 
 
+@pty_only
 def test_slave_is_raw_and_handshake_answers_complements(phone: VirtualPhone) -> None:
     fd = os.open(phone.port, os.O_RDWR | os.O_NOCTTY)
     try:

@@ -23,6 +23,7 @@ from romkit import trace, virtualports
 from romkit.sim import s820
 from romkit.sim.dialects import DIALECTS, resolve
 from romkit.sim.phone import VirtualPhone
+from tests.conftest import pty_only
 
 USER = 8
 MiB = 1024 * 1024
@@ -448,6 +449,7 @@ def _holds(port: str) -> bool:
     return False
 
 
+@pty_only
 def test_first_handshake_byte_is_answered_without_an_idle_sleep(tmp_path: Path) -> None:
     with VirtualPhone(tmp_path / "s") as phone:
         time.sleep(0.05)
@@ -464,6 +466,7 @@ def test_first_handshake_byte_is_answered_without_an_idle_sleep(tmp_path: Path) 
             os.close(fd)
 
 
+@pty_only
 def test_termios_reset_after_a_client_that_cleared_cread(tmp_path: Path) -> None:
     with VirtualPhone(tmp_path / "s") as phone:
         fd = os.open(phone.port, os.O_RDWR | os.O_NOCTTY)

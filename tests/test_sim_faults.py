@@ -17,6 +17,7 @@ from sim_helpers import ACK, CONT, NACK, Host, bsum, emi_table
 from romkit.errors import UsageError
 from romkit.sim.faults import FaultPlan
 from romkit.sim.phone import VirtualPhone
+from tests.conftest import pty_only
 
 USER = 8
 PACKET = 0x1000
@@ -120,6 +121,7 @@ def test_rate_caps_what_the_phone_sends(tmp_path: Path) -> None:
     _finish(phone, host)
 
 
+@pty_only
 def test_window_closes_without_handshake(tmp_path: Path) -> None:
     plan = FaultPlan.parse(["window=0.3"])
     with VirtualPhone(tmp_path / "s", faults=plan, once=True) as phone:

@@ -22,6 +22,7 @@ from romkit.sim.phone import VirtualPhone
 from romkit.sim.sample_firmware import build_s820_folder
 from romkit.station import StationRequest, run_station
 from tests.clitools import run_cli
+from tests.conftest import pty_only
 from tests.test_flash_engine import assert_images_on_phone
 
 
@@ -166,6 +167,7 @@ def test_cli_two_ports_json(phones: Phones, folder: Path) -> None:
         assert_images_on_phone(phone, folder)
 
 
+@pty_only
 def test_port_is_never_opened_twice(phones: Phones, folder: Path) -> None:
     phone = phones.add(serial=51)
     from romkit.device.transport import SerialTransport

@@ -25,6 +25,7 @@ from romkit.sim.artifacts import da_s820, preloader_s820
 from romkit.sim.phone import VirtualPhone
 from romkit.sim.sample_firmware import build_s820_folder
 from tests.clitools import run_cli
+from tests.conftest import pty_only
 from tests.test_flash_engine import NVRAM_SIZE, NVRAM_USER, assert_images_on_phone
 from tests.test_station import crc7
 
@@ -77,6 +78,7 @@ def _nvram(phone: VirtualPhone) -> bytes:
     return bytes(phone.storage.read(8, NVRAM_USER, NVRAM_SIZE))
 
 
+@pty_only
 def test_sim_phones_json_one_line_per_phone_distinct_valid_cids(tmp_path: Path,
                                                                 sims: list[Sim]) -> None:
     sim = Sim(tmp_path / "fleet", "--phones", "5", "--years", "2013,2014")
@@ -194,6 +196,7 @@ def _nvram_of(sim: Sim, index: int) -> bytes:
         return fh.read(NVRAM_SIZE)
 
 
+@pty_only
 @pytest.mark.parametrize("cols", [120, 80])
 def test_live_table_on_a_terminal(cols: int, small_folder: Path, tmp_path: Path,
                                   romkit_home: Path, sims: list[Sim]) -> None:

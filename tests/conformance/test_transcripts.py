@@ -14,6 +14,11 @@ import harness
 import pytest
 from player import TRANSCRIPTS, Mismatch, Player, Transcript, load
 
+from tests.conftest import pty_only
+
+# the player speaks byte-exact transcripts over a real pty, and so does the sim it judges
+pytestmark = pty_only
+
 ALL = sorted(p.stem for p in TRANSCRIPTS.glob("*.txt"))
 
 
