@@ -604,18 +604,27 @@ def run_demo(request: DemoRequest, on_progress: ProgressCallback | None = None) 
     "command", "index", "total"} (and the finished step as "record"); events of the libraries
     it drives (download, flash) pass through unchanged.
     """
-    rep = Reporter(on_progress)
+    return run_story(request, Reporter(on_progress), lambda: _planned(request.link),
+                     lambda ws, rep: _Story(request, ws, rep).run())
+
+
+def run_story(request: DemoRequest, rep: Reporter, planned: Callable[[], Any],
+              story: Callable[[_Workspace, Reporter], Any]) -> Any:
+    """The frame every demo story shares: with --dry-run report the planned steps; otherwise
+    run `story` in a private workspace (its own ROMKIT_HOME), removed afterwards unless
+    --keep, and time it. Used by `run_demo` and `demo --station`."""
     if request.dry_run:
-        result = _planned(request.link)
+        result = planned()
+        total = len(result.steps)
         for index, step in enumerate(result.steps, start=1):
-            rep.info(f"[{index}/{len(STEPS)}] {step.title}", step=step.id, phase="planned",
-                     command=step.command, index=index, total=len(STEPS))
+            rep.info(f"[{index}/{total}] {step.title}", step=step.id, phase="planned",
+                     command=step.command, index=index, total=total)
         return result
     t0 = time.monotonic()
     ws = _Workspace(request.workdir)
     try:
         with _demo_environment(ws.path("home")):
-            result = _Story(request, ws, rep).run()
+            result = story(ws, rep)
     except BaseException:
         if not request.keep:
             ws.remove()

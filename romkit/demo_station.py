@@ -17,7 +17,6 @@ unit), and each 2013 unit's backup set must hold its NVRAM.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,12 @@ from romkit.demo import (
     DemoStep,
     StepStatus,
     _compare_emmc,
-    _demo_environment,
     _layout_sizes,
     _PhoneReader,
     _StoryFailed,
     _Workspace,
     run_step,
+    run_story,
 )
 from romkit.progress import ProgressCallback, Reporter
 from romkit.sim.artifacts import da_s820, preloader_s820
@@ -211,24 +210,7 @@ def planned_station() -> StationDemoResult:
 def run_station_demo(request: DemoRequest,
                      on_progress: ProgressCallback | None = None) -> StationDemoResult:
     """Run the three-phone story in a private workspace (ROMKIT_HOME inside it)."""
-    rep = Reporter(on_progress)
-    if request.dry_run:
-        result = planned_station()
-        for index, step in enumerate(result.steps, start=1):
-            rep.info(f"[{index}/{len(STATION_STEPS)}] {step.title}", step=step.id,
-                     phase="planned", command=step.command, index=index,
-                     total=len(STATION_STEPS))
-        return result
-    t0 = time.monotonic()
-    ws = _Workspace(request.workdir)
-    try:
-        with _demo_environment(ws.path("home")):
-            result = _StationStory(request, ws, rep).run()
-    except BaseException:
-        if not request.keep:
-            ws.remove()
-        raise
-    if not request.keep:
-        ws.remove()
-    result.seconds = round(time.monotonic() - t0, 3)
+    result: StationDemoResult = run_story(
+        request, Reporter(on_progress), planned_station,
+        lambda ws, rep: _StationStory(request, ws, rep).run())
     return result
