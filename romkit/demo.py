@@ -6,7 +6,9 @@ firmware archive is published on a local mirror (127.0.0.1 only) and fetched thr
 download + unpack path, a virtual S820 built in 2014 refuses the first flash with SP Flash
 Tool's 4032 (nothing written), `prepare --device-year 2014` swaps in the 2014 preloader through
 the catalog and the same downloader, and the second flash backs up calibration, writes and
-verifies. Every step carries the command a user would type for a real phone.
+verifies. Every step carries two commands: the one that does what the step just did, by hand,
+against this demo's workspace (its paths, its ROMKIT_HOME — copyable, and still valid after
+the run with --keep), and the one a user would type for a real phone.
 
 The story is judged green only by checks made *here*, independently of the code under test:
 the phone's storage is hashed before and after the refused flash, and after the good flash
@@ -23,11 +25,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shlex
 import shutil
 import struct
+import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -56,6 +60,11 @@ ARCHIVE_NAME = f"{DEMO_BUILD_ID}.7z"
 PRELOADER_FILE = "preloader_demo_s820_2014.bin"
 CATALOG_FILE = "romkit-demo.toml"
 WORKSPACE_MARKER = ".romkit-demo"
+WORKSPACE_PLACEHOLDER = "WORKSPACE"  # a dry run's stand-in for the temp folder it would make
+HOME_DIR = "home"  # ROMKIT_HOME while the demo runs
+PHONE_DIR = "phone"  # the virtual phone's eMMC (`romkit sim --state`)
+FIRMWARE_DEST = "firmware"  # `fetch --dest`; the archive unpacks into FIRMWARE_SUBDIR below it
+FIRMWARE_SUBDIR = "target_bin"
 SPFT_DRAM_FAIL = 4032
 USER_BASE = 0x600000  # MT6589: user-area offset = scatter (linear) address - 0x600000
 NVRAM_TEXT = b"ROMKIT-SIM NVRAM"
@@ -65,14 +74,13 @@ if TYPE_CHECKING:
 
 StepStatus = Literal["ok", "expected-error", "failed", "planned"]
 
-# (id, title, command a user would run for a real phone; None where there is none)
+# (id, title, command a user would run for a real phone; None where there is none).
+# What the step does by hand against the demo's own workspace is `_by_hand`.
 STEPS: tuple[tuple[str, str, str | None], ...] = (
     ("build", "Build a synthetic S820 firmware archive (7z)", None),
-    ("mirror", "Publish it on a local mirror (127.0.0.1) and add it to the catalog",
-     f"romkit catalog import {CATALOG_FILE}"),
+    ("mirror", "Publish it on a local mirror (127.0.0.1) and add it to the catalog", None),
     ("fetch", "Download, verify and unpack the build", f"romkit fetch {REAL_BUILD}"),
-    ("phone", f"Plug in the phone: a virtual S820 built in {DEVICE_YEAR}",
-     f"romkit sim --year {DEVICE_YEAR}"),
+    ("phone", f"Plug in the phone: a virtual S820 built in {DEVICE_YEAR}", None),
     ("flash-refused", "Flash it as downloaded", "romkit flash"),
     ("explain", f"Look up error {SPFT_DRAM_FAIL}", f"romkit explain {SPFT_DRAM_FAIL}"),
     ("prepare", f"Swap in the {DEVICE_YEAR} preloader",
@@ -99,7 +107,8 @@ class DemoStep(BaseModel):
 
     id: str
     title: str
-    command: str | None
+    command: str | None  # does what this step did, by hand, in the demo's workspace
+    real_command: str | None = None  # the same step for a real phone
     status: StepStatus
     detail: str = ""
     data: dict[str, Any] = Field(default_factory=dict)
@@ -115,6 +124,8 @@ class DemoResult(BaseModel):
     workdir: str | None
     kept: bool
     steps: list[DemoStep]
+    # The environment the step commands need (the demo's private data dir).
+    env: dict[str, str] = Field(default_factory=dict)
     first_error_code: int | None = None
     verified_partitions: list[str] = Field(default_factory=list)
     emmc_matches: bool = False
@@ -303,14 +314,23 @@ def _compare_emmc(reader: _PhoneReader, folder: Path, preloader_file: Path) -> l
 
 # -- the story ---------------------------------------------------------------------------------
 def _catalog_toml(archive_url: str, archive_sha: str, archive_size: int, pre_url: str,
-                  pre_sha: str, pre_size: int) -> str:
+                  pre_sha: str, pre_size: int, mirror_dir: Path) -> str:
+    """The demo's catalog. Each file has two mirrors: the local HTTP server the story
+    downloads from, and the mirror folder itself (file://), tried only when the server is
+    gone — so a `romkit fetch` copied from the demo still works after a run with --keep."""
     def q(text: str) -> str:  # TOML basic string (JSON escapes are valid TOML escapes)
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
+    def mirrors(url: str, name: str) -> str:
+        return (f"[{{ url = {q(url)}, label = {label} }}, "
+                f"{{ url = {q((mirror_dir / name).as_uri())}, label = {folder} }}]")
+
     label = q("romkit demo local mirror (127.0.0.1)")
+    folder = q("romkit demo mirror folder (kept with --keep)")
     source = '[{ about = "all facts", ref = "romkit demo (synthetic)", confidence = "verified" }]'
     return f"""# Written by `romkit demo`: a SYNTHETIC device, build and preloader for the virtual
-# S820. Nothing here is real Lenovo firmware; the mirrors exist only while the demo runs.
+# S820. Nothing here is real Lenovo firmware; the HTTP mirror exists only while the demo
+# runs, the mirror folder as long as the demo's workspace.
 schema = 1
 
 [[device]]
@@ -340,8 +360,8 @@ android = "4.2.1"
 file_name = "{ARCHIVE_NAME}"
 size = {archive_size}
 hashes = {{ sha256 = "{archive_sha}" }}
-mirrors = [{{ url = {q(archive_url)}, label = {label} }}]
-scatter = "target_bin/MT6589_Android_scatter_emmc.txt"
+mirrors = {mirrors(archive_url, ARCHIVE_NAME)}
+scatter = "{FIRMWARE_SUBDIR}/MT6589_Android_scatter_emmc.txt"
 notes = ["SYNTHETIC: made by `romkit demo` for its virtual phone."]
 sources = {source}
 
@@ -354,7 +374,7 @@ device_years = [{DEVICE_YEAR}]
 file_name = "{PRELOADER_FILE}"
 size = {pre_size}
 hashes = {{ sha256 = "{pre_sha}" }}
-mirrors = [{{ url = {q(pre_url)}, label = {label} }}]
+mirrors = {mirrors(pre_url, PRELOADER_FILE)}
 notes = ["SYNTHETIC: made by `romkit demo`; the demo's stand-in for preloader-2014."]
 sources = {source}
 """
@@ -370,14 +390,66 @@ def _write_7z(target: Path, package: Path) -> None:
             z.writeall(child, child.name)
 
 
+def shell_line(words: Sequence[str | os.PathLike[str]]) -> str:
+    """One command line a user can paste into their shell (POSIX quoting; Windows quoting on
+    Windows), so a workspace path with spaces still copies as one argument."""
+    args = [os.fspath(w) for w in words]
+    return subprocess.list2cmdline(args) if os.name == "nt" else shlex.join(args)
+
+
+def env_line(name: str, value: str) -> str:
+    """The shell line that sets `name` for the commands pasted after it (PowerShell on
+    Windows, where it is the default shell)."""
+    if os.name == "nt":
+        return f'$env:{name} = "{value}"'
+    return f"export {name}={shlex.quote(value)}"
+
+
+def workspace_root(request: DemoRequest) -> Path:
+    """Where the step commands point: the --workdir, or (dry run without one) a placeholder
+    the dry run's text explains; a real run uses the workspace it created."""
+    if request.workdir is not None:
+        return request.workdir.expanduser().absolute()
+    return Path(WORKSPACE_PLACEHOLDER)
+
+
+def link_args(link: str | None) -> list[str]:
+    """`--link X` when the virtual phone's cable is not the system's default (a pty)."""
+    from romkit.sim.link import DEFAULT_LINK
+
+    chosen = link or DEFAULT_LINK
+    return [] if chosen == "pty" else ["--link", chosen]
+
+
+def _by_hand(step_id: str, root: Path, link: str | None) -> str | None:
+    """The command that does what step `step_id` does, against the workspace at `root`, with
+    ROMKIT_HOME=root/home (`env_line`). None where no command does it: building the
+    synthetic archive, and the final check, which reads the virtual eMMC directly."""
+    firmware = root / FIRMWARE_DEST / FIRMWARE_SUBDIR
+    words: dict[str, list[str | os.PathLike[str]]] = {
+        "mirror": ["romkit", "catalog", "import", root / CATALOG_FILE],
+        "fetch": ["romkit", "fetch", DEMO_BUILD_ID, "--dest", root / FIRMWARE_DEST],
+        "phone": ["romkit", "sim", "--year", str(DEVICE_YEAR), "--state", root / PHONE_DIR,
+                  *link_args(link)],
+        "flash-refused": ["romkit", "flash", firmware],
+        "explain": ["romkit", "explain", str(SPFT_DRAM_FAIL)],
+        "prepare": ["romkit", "prepare", firmware, "--device-year", str(DEVICE_YEAR)],
+        "flash": ["romkit", "flash", firmware],
+    }
+    return shell_line(words[step_id]) if step_id in words else None
+
+
 def run_step(rep: Reporter, result: DemoResult | Any, total: int, index: int, step_id: str,
              title: str, command: str | None,
-             handler: Callable[[], tuple[StepStatus, str, dict[str, Any]]]) -> bool:
+             handler: Callable[[], tuple[StepStatus, str, dict[str, Any]]],
+             real_command: str | None = None) -> bool:
     """Run one numbered step of a demo story: report its start, run it, record a DemoStep in
     `result.steps` (and the error in `result.error` if it failed), report its end. Shared by
-    the single-phone demo and `demo --station`; returns False when the step failed."""
+    the single-phone demo and `demo --station`; returns False when the step failed.
+    `command` does the step by hand in the workspace; `real_command` is for a real phone."""
     rep.info(f"[{index}/{total}] {title}", step=step_id, phase="start", command=command,
-             index=index, total=total)
+             real_command=real_command, index=index, total=total,
+             **({"env": result.env} if index == 1 else {}))
     t0 = time.monotonic()
     try:
         status, detail, data = handler()
@@ -389,8 +461,9 @@ def run_step(rep: Reporter, result: DemoResult | Any, total: int, index: int, st
         else:
             detail = str(exc)
             result.error = {"error": "DemoCheckFailed", "message": detail, "exit_code": 1}
-    step = DemoStep(id=step_id, title=title, command=command, status=status, detail=detail,
-                    data=data, seconds=round(time.monotonic() - t0, 3))
+    step = DemoStep(id=step_id, title=title, command=command, real_command=real_command,
+                    status=status, detail=detail, data=data,
+                    seconds=round(time.monotonic() - t0, 3))
     result.steps.append(step)
     rep.info(detail, step=step_id, phase="done", command=command, status=status, index=index,
              total=total, record=step.model_dump(mode="json"))
@@ -405,7 +478,8 @@ class _Story:
         self.ws = ws
         self.rep = rep
         self.stack = contextlib.ExitStack()
-        self.result = DemoResult(ok=False, workdir=str(ws.root), kept=req.keep, steps=[])
+        self.result = DemoResult(ok=False, workdir=str(ws.root), kept=req.keep, steps=[],
+                                 env=demo_env(ws.root))
         self.firmware: Path | None = None
         self.port = ""
         self.phone: VirtualPhone | None = None
@@ -421,19 +495,15 @@ class _Story:
             "check": self._check,
         }
         with self.stack:
-            for index, (step_id, title, command) in enumerate(STEPS, start=1):
-                command = _with_link(step_id, command, self.req.link)
-                if not self._step(index, step_id, title, command, handlers[step_id]):
+            for index, (step_id, title, real_command) in enumerate(STEPS, start=1):
+                command = _by_hand(step_id, self.ws.root, self.req.link)
+                if not run_step(self.rep, self.result, len(STEPS), index, step_id, title,
+                                command, handlers[step_id], real_command):
                     return self.result
         self.result.ok = (self.result.first_error_code == SPFT_DRAM_FAIL
                           and bool(self.result.verified_partitions)
                           and self.result.backup_set is not None and self.result.emmc_matches)
         return self.result
-
-    def _step(self, index: int, step_id: str, title: str, command: str | None,
-              handler: Callable[[], tuple[StepStatus, str, dict[str, Any]]]) -> bool:
-        return run_step(self.rep, self.result, len(STEPS), index, step_id, title, command,
-                        handler)
 
     # -- steps -----------------------------------------------------------------------------
     def _build(self) -> tuple[StepStatus, str, dict[str, Any]]:
@@ -457,7 +527,8 @@ class _Story:
         archive_url = server.url(ARCHIVE_NAME)
         pre_url = server.url(PRELOADER_FILE)
         text = _catalog_toml(archive_url, self.archive_sha, (mirror / ARCHIVE_NAME).stat().st_size,
-                             pre_url, _sha256(self.preloader_2014), len(self.preloader_2014))
+                             pre_url, _sha256(self.preloader_2014), len(self.preloader_2014),
+                             mirror)
         catalog_file = self.ws.path(CATALOG_FILE)
         atomic_write_text(catalog_file, text)
         imported = import_catalog_file(catalog_file)
@@ -467,11 +538,15 @@ class _Story:
             "added": imported.added, "archive_url": archive_url, "preloader_url": pre_url}
 
     def _fetch(self) -> tuple[StepStatus, str, dict[str, Any]]:
-        res = fetch(FetchRequest(name=DEMO_BUILD_ID, dest=self.ws.path("firmware"),
-                                 connections=2), self.rep.callback)
+        dest = self.ws.path(FIRMWARE_DEST)
+        res = fetch(FetchRequest(name=DEMO_BUILD_ID, dest=dest, connections=2),
+                    self.rep.callback)
         if res.firmware_folder is None or res.sha256 != self.archive_sha:
             raise _StoryFailed(f"fetch returned {res.sha256} / {res.firmware_folder}, not the "
                                f"published archive {self.archive_sha}")
+        if Path(res.firmware_folder) != dest / FIRMWARE_SUBDIR:  # the later $ lines name it
+            raise _StoryFailed(f"fetch unpacked to {res.firmware_folder}, not "
+                               f"{dest / FIRMWARE_SUBDIR} where the step commands point")
         self.firmware = res.firmware_folder
         return "ok", (f"{res.bytes_downloaded} bytes from 127.0.0.1, sha256 verified, "
                       f"unpacked to {res.firmware_folder}"), {
@@ -481,7 +556,7 @@ class _Story:
     def _phone(self) -> tuple[StepStatus, str, dict[str, Any]]:
         from romkit.sim.phone import VirtualPhone  # the simulator loads only when a demo runs
 
-        phone = VirtualPhone(self.ws.path("phone"), year=DEVICE_YEAR, link=self.req.link)
+        phone = VirtualPhone(self.ws.path(PHONE_DIR), year=DEVICE_YEAR, link=self.req.link)
         self.port = phone.start()
         self.phone = phone
         self.stack.callback(phone.stop)
@@ -582,19 +657,17 @@ class _Story:
             "partitions": checked}
 
 
-def _with_link(step_id: str, command: str | None, link: str | None) -> str | None:
-    """The phone step's command names the cable when it is not the system's default."""
-    from romkit.sim.link import DEFAULT_LINK
-
-    if step_id == "phone" and command is not None and (link or DEFAULT_LINK) != "pty":
-        return f"{command} --link {link or DEFAULT_LINK}"
-    return command
+def demo_env(root: Path) -> dict[str, str]:
+    """The environment every step command needs: the workspace's private data dir."""
+    return {"ROMKIT_HOME": str(root / HOME_DIR)}
 
 
-def _planned(link: str | None = None) -> DemoResult:
-    steps = [DemoStep(id=i, title=t, command=_with_link(i, c, link), status="planned")
-             for i, t, c in STEPS]
-    return DemoResult(ok=True, dry_run=True, workdir=None, kept=False, steps=steps)
+def _planned(request: DemoRequest) -> DemoResult:
+    root = workspace_root(request)
+    steps = [DemoStep(id=i, title=t, command=_by_hand(i, root, request.link), real_command=c,
+                      status="planned") for i, t, c in STEPS]
+    return DemoResult(ok=True, dry_run=True, workdir=None, kept=False, steps=steps,
+                      env=demo_env(root))
 
 
 def run_demo(request: DemoRequest, on_progress: ProgressCallback | None = None) -> DemoResult:
@@ -604,7 +677,7 @@ def run_demo(request: DemoRequest, on_progress: ProgressCallback | None = None) 
     "command", "index", "total"} (and the finished step as "record"); events of the libraries
     it drives (download, flash) pass through unchanged.
     """
-    return run_story(request, Reporter(on_progress), lambda: _planned(request.link),
+    return run_story(request, Reporter(on_progress), lambda: _planned(request),
                      lambda ws, rep: _Story(request, ws, rep).run())
 
 
@@ -618,12 +691,13 @@ def run_story(request: DemoRequest, rep: Reporter, planned: Callable[[], Any],
         total = len(result.steps)
         for index, step in enumerate(result.steps, start=1):
             rep.info(f"[{index}/{total}] {step.title}", step=step.id, phase="planned",
-                     command=step.command, index=index, total=total)
+                     command=step.command, real_command=step.real_command, index=index,
+                     total=total, **({"env": result.env} if index == 1 else {}))
         return result
     t0 = time.monotonic()
     ws = _Workspace(request.workdir)
     try:
-        with _demo_environment(ws.path("home")):
+        with _demo_environment(ws.path(HOME_DIR)):
             result = story(ws, rep)
     except BaseException:
         if not request.keep:

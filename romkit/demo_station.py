@@ -17,6 +17,7 @@ unit), and each 2013 unit's backup set must hold its NVRAM.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from romkit.demo import (
+    FIRMWARE_DEST,
+    FIRMWARE_SUBDIR,
     NVRAM_TEXT,
     SPFT_DRAM_FAIL,
     USER_BASE,
@@ -35,8 +38,12 @@ from romkit.demo import (
     _PhoneReader,
     _StoryFailed,
     _Workspace,
+    demo_env,
+    link_args,
     run_step,
     run_story,
+    shell_line,
+    workspace_root,
 )
 from romkit.progress import ProgressCallback, Reporter
 from romkit.sim.artifacts import da_s820, preloader_s820
@@ -44,15 +51,28 @@ from romkit.sim.sample_firmware import PRELOADER_NAME, build_s820_folder
 from romkit.station import PhoneRow, StationRequest, phone_label, run_station
 
 YEARS = (2013, 2014, 2013)  # the middle phone is the 2014 unit that must stop with 4032
+# (id, title, command for a real bench; None where there is none). What each step does by
+# hand against the demo's workspace is `_by_hand`.
 STATION_STEPS: tuple[tuple[str, str, str | None], ...] = (
     ("build", "Build a synthetic S820 firmware folder (ships the 2013 preloader)", None),
-    ("phones", "Plug three phones into the hub: built 2013, 2014 and 2013",
-     "romkit sim --phones 3 --years " + ",".join(map(str, YEARS))),
+    ("phones", "Plug three phones into the hub: built 2013, 2014 and 2013", None),
     ("station", "Flash them all with one station run (one process per phone)",
      "romkit flash --station --count 3"),
-    ("check", "Read each phone's eMMC back and judge it on its own",
-     "romkit readback --all ./dump  (per phone)"),
+    ("check", "Read each phone's eMMC back and judge it on its own", None),
 )
+PHONES_DIR = "phones"  # `romkit sim --phones N --state DIR` keeps phone NN's eMMC below it
+
+
+def _by_hand(step_id: str, root: Path, link: str | None) -> str | None:
+    """The command that does what step `step_id` does, against the workspace at `root` (with
+    the demo's ROMKIT_HOME); None for building the folder and for the demo's own check."""
+    firmware = root / FIRMWARE_DEST / FIRMWARE_SUBDIR
+    words: dict[str, list[str | os.PathLike[str]]] = {
+        "phones": ["romkit", "sim", "--phones", str(len(YEARS)), "--years",
+                   ",".join(map(str, YEARS)), "--state", root / PHONES_DIR, *link_args(link)],
+        "station": ["romkit", "flash", firmware, "--station", "--count", str(len(YEARS))],
+    }
+    return shell_line(words[step_id]) if step_id in words else None
 
 
 class PhoneCheck(BaseModel):
@@ -75,6 +95,7 @@ class StationDemoResult(BaseModel):
     workdir: str | None
     kept: bool
     steps: list[DemoStep]
+    env: dict[str, str] = Field(default_factory=dict)  # what the step commands need
     phones: list[PhoneRow] = Field(default_factory=list)
     checks: list[PhoneCheck] = Field(default_factory=list)
     log_dir: str | None = None
@@ -88,7 +109,8 @@ class _StationStory:
         self.ws = ws
         self.rep = rep
         self.stack = contextlib.ExitStack()
-        self.result = StationDemoResult(ok=False, workdir=str(ws.root), kept=req.keep, steps=[])
+        self.result = StationDemoResult(ok=False, workdir=str(ws.root), kept=req.keep, steps=[],
+                                        env=demo_env(ws.root))
         self.firmware: Path | None = None
         self.phones: list[Any] = []  # VirtualPhone (the simulator loads only when a demo runs)
         self.before: list[dict[str, str]] = []
@@ -98,19 +120,16 @@ class _StationStory:
             "build": self._build, "phones": self._phones, "station": self._station,
             "check": self._check}
         with self.stack:
-            for index, (step_id, title, command) in enumerate(STATION_STEPS, start=1):
-                if not self._step(index, step_id, title, command, handlers[step_id]):
+            for index, (step_id, title, real_command) in enumerate(STATION_STEPS, start=1):
+                command = _by_hand(step_id, self.ws.root, self.req.link)
+                if not run_step(self.rep, self.result, len(STATION_STEPS), index, step_id,
+                                title, command, handlers[step_id], real_command):
                     return self.result
         self.result.ok = bool(self.result.checks) and all(c.ok for c in self.result.checks)
         return self.result
 
-    def _step(self, index: int, step_id: str, title: str, command: str | None,
-              handler: Callable[[], tuple[StepStatus, str, dict[str, Any]]]) -> bool:
-        return run_step(self.rep, self.result, len(STATION_STEPS), index, step_id, title,
-                        command, handler)
-
     def _build(self) -> tuple[StepStatus, str, dict[str, Any]]:
-        self.firmware = build_s820_folder(self.ws.path("firmware"),
+        self.firmware = build_s820_folder(self.ws.path(FIRMWARE_DEST),
                                           preloader=preloader_s820(2013), da=da_s820())
         size = sum(f.stat().st_size for f in self.firmware.rglob("*") if f.is_file())
         return "ok", f"{self.firmware}: {size} bytes of SYNTHETIC images", {
@@ -120,7 +139,7 @@ class _StationStory:
         from romkit.sim.fleet import FleetSpec, build_fleet
 
         assert self.firmware is not None
-        spec = FleetSpec(count=len(YEARS), root=self.ws.path("phones"), years=list(YEARS),
+        spec = FleetSpec(count=len(YEARS), root=self.ws.path(PHONES_DIR), years=list(YEARS),
                          link=self.req.link)
         for phone in build_fleet(spec):
             phone.start()
@@ -202,15 +221,18 @@ class _StationStory:
             raise _StoryFailed("its calibration backup does not hold its NVRAM")
 
 
-def planned_station() -> StationDemoResult:
-    steps = [DemoStep(id=i, title=t, command=c, status="planned") for i, t, c in STATION_STEPS]
-    return StationDemoResult(ok=True, dry_run=True, workdir=None, kept=False, steps=steps)
+def planned_station(request: DemoRequest) -> StationDemoResult:
+    root = workspace_root(request)
+    steps = [DemoStep(id=i, title=t, command=_by_hand(i, root, request.link), real_command=c,
+                      status="planned") for i, t, c in STATION_STEPS]
+    return StationDemoResult(ok=True, dry_run=True, workdir=None, kept=False, steps=steps,
+                             env=demo_env(root))
 
 
 def run_station_demo(request: DemoRequest,
                      on_progress: ProgressCallback | None = None) -> StationDemoResult:
     """Run the three-phone story in a private workspace (ROMKIT_HOME inside it)."""
     result: StationDemoResult = run_story(
-        request, Reporter(on_progress), planned_station,
+        request, Reporter(on_progress), lambda: planned_station(request),
         lambda ws, rep: _StationStory(request, ws, rep).run())
     return result

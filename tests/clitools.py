@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 
@@ -17,6 +18,14 @@ def run_cli(*args: str, env: dict[str, str] | None = None,
     """`python -m romkit ARGS` in a child process (ROMKIT_HOME etc. inherited)."""
     return subprocess.run([sys.executable, "-m", "romkit", *args], capture_output=True,
                           text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def pasted(command: str) -> list[str]:
+    """A `romkit …` line as romkit prints it for users to paste, as the argv that runs it here
+    (POSIX shell splitting, `romkit` → this interpreter's `python -m romkit`)."""
+    words = shlex.split(command)
+    assert words[0] == "romkit", command
+    return [sys.executable, "-m", "romkit", *words[1:]]
 
 
 def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shlex
+import shutil
+import signal
 import struct
+import subprocess
+import tomllib
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from clitools import run_cli
+from clitools import pasted, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +36,7 @@ from romkit.sim import s820
 from romkit.sim.artifacts import preloader_s820
 from romkit.sim.phone import VirtualPhone
 from romkit.sim.sample_firmware import build_s820_folder
+from tests.test_flash_engine import assert_images_on_phone
 
 
 def _events(stderr: str) -> list[dict[str, Any]]:
@@ -58,9 +67,9 @@ def test_demo_end_to_end(tmp_path: Path, romkit_home: Path) -> None:
             if e.get("data", {}).get("phase") == "done"]
     assert done.index(("flash-refused", "expected-error")) < done.index(("flash", "ok"))
     assert [d[1] for d in done].count("failed") == 0
-    commands = {s["id"]: s["command"] for s in doc["steps"]}
-    assert commands["fetch"] == "romkit fetch S820_ROW_S124"
-    assert commands["prepare"] == "romkit prepare --device-year 2014"
+    real = {s["id"]: s["real_command"] for s in doc["steps"]}
+    assert real["fetch"] == "romkit fetch S820_ROW_S124"
+    assert real["prepare"] == "romkit prepare --device-year 2014"
 
     # Independent checks on what the kept workspace holds.
     preloader = ws / "firmware" / "target_bin" / "preloader_s820.bin"
@@ -72,6 +81,76 @@ def test_demo_end_to_end(tmp_path: Path, romkit_home: Path) -> None:
     assert any(t.startswith(b"ROMKIT-SIM NVRAM") and imei in t for t in texts)
     # The user's (here: the test's) romkit home was never touched.
     assert _files(romkit_home) == before_home
+    _check_kept_mirror_folder(ws)
+    _replay_by_hand(ws, doc)
+
+
+def _replay_by_hand(ws: Path, doc: dict[str, Any]) -> None:
+    """The demo's `$` lines, pasted verbatim after it (--keep), replay the whole story on the
+    kept workspace: the unpacked firmware is deleted first (so fetch must really unpack the
+    2013 build again, and the first flash must be refused again) and one byte of the phone's
+    BOOTIMG is flipped (so the final flash must really write). Judged on the files and the
+    phone's storage, not on what the commands print."""
+    env = {**os.environ, **doc["env"]}
+    assert env["ROMKIT_HOME"] == str(ws / "home")
+    cmd = {s["id"]: s["command"] for s in doc["steps"]}
+    assert cmd["build"] is None and cmd["check"] is None  # no command does these
+    assert all("--port" not in c for c in cmd.values() if c)
+    folder = ws / "firmware" / "target_bin"
+
+    def run(step: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(pasted(cmd[step]), env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    shutil.rmtree(ws / "firmware")
+    assert run("mirror").returncode == 0
+    fetched = run("fetch")
+    assert fetched.returncode == 0, fetched.stderr
+    assert (folder / "preloader_s820.bin").read_bytes() == preloader_s820(2013)
+    bootimg = dict(s820.LAYOUT)["BOOTIMG"] - 0x600000 + 4096
+    phone = VirtualPhone(ws / "phone", year=2014)
+    flipped = bytes([phone.storage.read("user", bootimg, 1)[0] ^ 0xFF])
+    phone.storage.write("user", bootimg, flipped)
+    phone.storage.close()
+    sim = subprocess.Popen(pasted(cmd["phone"]), env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        assert sim.stdout is not None
+        assert "Ctrl-C to unplug" in sim.stdout.readline() + sim.stdout.readline() + \
+            sim.stdout.readline()
+        refused = run("flash-refused")
+        assert refused.returncode not in (0, 1) and "4032" in refused.stderr, refused.stderr
+        explained = run("explain")
+        assert explained.returncode == 0 and "4032" in explained.stdout
+        prepared = run("prepare")
+        assert prepared.returncode == 0, prepared.stderr
+        assert (folder / "preloader_s820.bin").read_bytes() == preloader_s820(2014)
+        flashed = run("flash")
+        assert flashed.returncode == 0, flashed.stderr
+    finally:
+        sim.send_signal(signal.SIGINT)
+        sim.wait(timeout=30)
+    phone = VirtualPhone(ws / "phone", year=2014)
+    try:
+        assert phone.storage.read("user", bootimg, 1) != flipped
+        assert_images_on_phone(phone, folder)
+    finally:
+        phone.storage.close()
+    cid_dirs = list((ws / "home" / "data" / "backups").iterdir())
+    assert len(cid_dirs) == 1 and len([d for d in cid_dirs[0].iterdir() if d.is_dir()]) == 2
+
+
+def _check_kept_mirror_folder(ws: Path) -> None:
+    """After the demo its HTTP mirror is gone; the catalog's second mirror is the kept folder
+    (file://), holding exactly the published bytes, so a copied `romkit fetch --force` works."""
+    doc = tomllib.loads((ws / "romkit-demo.toml").read_text())
+    for entry in (doc["build"][0], doc["resource"][0]):
+        urls = [m["url"] for m in entry["mirrors"]]
+        assert urls[0].startswith("http://127.0.0.1:") and urls[1].startswith("file://")
+        kept = Path(urllib.request.url2pathname(urllib.parse.urlsplit(urls[1]).path))
+        assert kept.parent == ws / "mirror"
+        assert hashlib.sha256(kept.read_bytes()).hexdigest() == entry["hashes"]["sha256"]
+        assert kept.stat().st_size == entry["size"]
 
 
 def test_workdir_not_empty_is_refused(tmp_path: Path) -> None:
@@ -87,11 +166,38 @@ def test_dry_run_lists_the_story_and_builds_nothing(tmp_path: Path) -> None:
     events = []
     result = run_demo(DemoRequest(workdir=tmp_path / "ws", dry_run=True), events.append)
     assert result.ok and result.dry_run and not (tmp_path / "ws").exists()
-    commands = [s.command for s in result.steps]
-    assert commands.index("romkit fetch S820_ROW_S124") < commands.index("romkit flash")
-    assert commands.count("romkit flash") == 2
-    assert "romkit prepare --device-year 2014" in commands
+    real = [s.real_command for s in result.steps]
+    assert real.index("romkit fetch S820_ROW_S124") < real.index("romkit flash")
+    assert real.count("romkit flash") == 2
+    assert "romkit prepare --device-year 2014" in real
     assert [e.data["step"] for e in events] == [s.id for s in result.steps]
+    # by hand: the workspace the run would use, named in every command that needs a path
+    ws = str(tmp_path / "ws")
+    by_hand = {s.id: s.command for s in result.steps}
+    assert shlex.split(by_hand["flash"]) == ["romkit", "flash", f"{ws}/firmware/target_bin"]
+    assert shlex.split(by_hand["fetch"])[-2:] == ["--dest", f"{ws}/firmware"]
+    assert result.env == {"ROMKIT_HOME": f"{ws}/home"}
+    placeholder = run_demo(DemoRequest(dry_run=True))
+    assert placeholder.env == {"ROMKIT_HOME": "WORKSPACE/home"}
+    assert "WORKSPACE/phone" in (placeholder.steps[3].command or "")
+
+
+def test_demo_text_names_the_data_dir_first_and_real_commands_last(tmp_path: Path) -> None:
+    """On screen: the export line before any step, each step's $ line as in --json, and the
+    real-phone commands after the summary."""
+    ws = tmp_path / "a dir with spaces"
+    text = run_cli("demo", "--dry-run", "--workdir", str(ws), timeout=60)
+    doc = json.loads(run_cli("demo", "--dry-run", "--json", "--workdir", str(ws),
+                             timeout=60).stdout)
+    assert text.returncode == 0, text.stderr
+    lines = [ln.strip() for ln in text.stdout.splitlines()]
+    export = lines.index("$ export ROMKIT_HOME=" + shlex.quote(f"{ws}/home"))
+    assert export < min(i for i, ln in enumerate(lines) if ln.startswith("[1/9]"))
+    shown = [ln[2:] for ln in lines[export + 1:] if ln.startswith("$ ")]
+    by_hand = [s["command"] for s in doc["steps"] if s["command"]]
+    real = [s["real_command"] for s in doc["steps"] if s["real_command"]]
+    assert shown == by_hand + real
+    assert shlex.split(by_hand[0])[-1] == f"{ws}/romkit-demo.toml"  # quoted: one argument
 
 
 def test_environment_is_private_and_restored(tmp_path: Path,

@@ -4,10 +4,15 @@ reading the kept workspace's phone storage, not by the demo's own verdict."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 from pathlib import Path
+from typing import Any
 
+from romkit.sim import s820
 from romkit.sim.phone import VirtualPhone
-from tests.clitools import run_cli
+from tests.clitools import pasted, run_cli
 from tests.test_flash_engine import assert_images_on_phone
 
 
@@ -47,6 +52,42 @@ def test_demo_station_two_flashed_one_4032(tmp_path: Path, romkit_home: Path) ->
     logs = list((ws / "station-logs").glob("*.log"))
     assert len(logs) == 3
     assert _files(romkit_home) == before_home
+    _replay_by_hand(ws, doc)
+
+
+def _replay_by_hand(ws: Path, doc: dict[str, Any]) -> None:
+    """The demo's `$` lines, pasted verbatim on the kept workspace, run the bench again: one
+    byte of phone 1's BOOTIMG is flipped first, so the station must really write it again;
+    the 2014 unit must stop with 4032 again. Judged on the phones' storage."""
+    env = {**os.environ, **doc["env"]}
+    cmd = {s["id"]: s["command"] for s in doc["steps"]}
+    assert env["ROMKIT_HOME"] == str(ws / "home") and cmd["build"] is None
+    folder = ws / "firmware" / "target_bin"
+    bootimg = dict(s820.LAYOUT)["BOOTIMG"] - 0x600000 + 4096
+    phone = VirtualPhone(ws / "phones" / "phone01", year=2013)
+    flipped = bytes([phone.storage.read("user", bootimg, 1)[0] ^ 0xFF])
+    phone.storage.write("user", bootimg, flipped)
+    phone.storage.close()
+    bench = subprocess.Popen(pasted(cmd["phones"]), env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        assert bench.stdout is not None
+        seen = [bench.stdout.readline() for _ in range(4)]
+        assert "Ctrl-C to unplug" in seen[-1], seen
+        station = subprocess.run(pasted(cmd["station"]), env=env, capture_output=True,
+                                 text=True, timeout=180)
+    finally:
+        bench.send_signal(signal.SIGINT)
+        bench.wait(timeout=30)
+    assert station.returncode != 0 and "4032" in station.stdout + station.stderr
+    for name in ("phone01", "phone03"):
+        phone = VirtualPhone(ws / "phones" / name, year=2013)
+        try:
+            assert_images_on_phone(phone, folder)
+        finally:
+            phone.storage.close()
+    backups = ws / "home" / "data" / "backups"
+    assert sum(len(list(d.iterdir())) for d in backups.iterdir()) == 4  # two more sets
 
 
 def test_demo_station_text_shows_table_and_summary(tmp_path: Path) -> None:

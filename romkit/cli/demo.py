@@ -1,8 +1,10 @@
 """`romkit demo`: the whole story on a virtual phone, each step shown as it completes.
 
 Thin shell over `romkit.demo.run_demo`. Step events ("info" events whose data carries
-`step` / `phase`) are rendered here as numbered lines with the equivalent real-phone command;
-the progress of the libraries the demo drives goes to the usual progress output (stderr).
+`step` / `phase`) are rendered here as numbered lines, each with the command that does the
+step by hand in the demo's workspace (after the one `export ROMKIT_HOME=…` line shown first);
+the real-phone commands follow the summary. The progress of the libraries the demo drives goes
+to the usual progress output (stderr).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from romkit.cli.output import JsonOpt, out, table
-from romkit.demo import DemoRequest, DemoResult, run_demo
+from romkit.demo import WORKSPACE_PLACEHOLDER, DemoRequest, DemoResult, env_line, run_demo
 from romkit.errors import EXIT_FAILURE, UsageError
 from romkit.progress import ProgressEvent
 
@@ -39,6 +41,41 @@ def _render_step_done(data: dict[str, Any]) -> None:
                 out.line(f"{_INDENT}{key}: {extra[key]}")
 
 
+def _render_step_start(event: ProgressEvent, banner: str) -> None:
+    """A step's title and its `$` line; before the first step the banner and the shell line
+    that points the `$` lines at the demo's private data dir."""
+    data = dict(event.data)
+    if data.get("index") == 1:
+        out.line(banner)
+        for name, value in (data.get("env") or {}).items():
+            out.line("every $ line below does its step by hand; paste them after:")
+            out.line(f"{_INDENT}$ {env_line(name, value)}")
+            if WORKSPACE_PLACEHOLDER in value:
+                out.line(f"{_INDENT}({WORKSPACE_PLACEHOLDER} is the temp folder a run makes; "
+                         "choose it with --workdir)")
+        out.line()
+    out.line(event.label)
+    if data.get("command"):
+        out.line(f"{_INDENT}$ {data['command']}")
+
+
+def _render_commands(result: DemoResult | StationDemoResult, real: str) -> None:
+    """Where the `$` lines can be run again, and the same story's commands for real phones."""
+    if result.dry_run:
+        pass
+    elif result.kept:
+        out.line(f"workspace kept:     {result.workdir}")
+        out.line(f"{_INDENT}the $ lines above work on it again (start with the export line)")
+    else:
+        out.line(f"workspace {result.workdir} removed; with --keep the $ lines above can be "
+                 "run again on it")
+    commands = [s.real_command for s in result.steps if s.real_command]
+    if commands:
+        out.line(f"on {real}:")
+        for command in commands:
+            out.line(f"{_INDENT}$ {command}")
+
+
 def _progress(event: ProgressEvent) -> None:
     data = dict(event.data)
     is_step = event.kind == "info" and "step" in data and "phase" in data
@@ -48,14 +85,9 @@ def _progress(event: ProgressEvent) -> None:
             out.progress(event)
         return
     if is_step:
-        if data["phase"] == "start" and data.get("index") == 1:
-            out.line("romkit demo: the whole story on a virtual Lenovo S820 (SYNTHETIC "
-                     "firmware, no network beyond 127.0.0.1)")
-            out.line()
         if data["phase"] in ("start", "planned"):
-            out.line(event.label)
-            if data.get("command"):
-                out.line(f"{_INDENT}$ {data['command']}")
+            _render_step_start(event, "romkit demo: the whole story on a virtual Lenovo S820 "
+                                      "(SYNTHETIC firmware, no network beyond 127.0.0.1)")
         else:
             _render_step_done(data)
         return
@@ -69,6 +101,7 @@ def _render(result: DemoResult) -> None:
     out.line()
     if result.dry_run:
         out.line("dry run: nothing was built, served or flashed")
+        _render_commands(result, "a real S820")
         return
     if result.ok:
         out.line(f"summary: error {result.first_error_code} first (nothing written), then "
@@ -81,12 +114,8 @@ def _render(result: DemoResult) -> None:
     if result.backup_set:
         out.line(f"calibration backup: {result.backup_set}")
         out.line(f"stored in:          {result.backup_path}")
-    if result.kept:
-        out.line(f"workspace kept:     {result.workdir} (ROMKIT_HOME of the demo: "
-                 f"{Path(result.workdir or '.') / 'home'})")
-    else:
-        out.line(f"workspace {result.workdir} removed (use --keep to inspect it)")
     out.line(f"time: {result.seconds:.1f} s")
+    _render_commands(result, "a real S820 (switched off, USB plugged in)")
 
 
 def _station_progress(event: ProgressEvent) -> None:
@@ -97,13 +126,8 @@ def _station_progress(event: ProgressEvent) -> None:
         if out.json:
             out.progress(event)
         elif data["phase"] in ("start", "planned"):
-            if data.get("index") == 1:
-                out.line("romkit demo --station: three virtual S820s on one bench, one station "
-                         "run (SYNTHETIC firmware)")
-                out.line()
-            out.line(event.label)
-            if data.get("command"):
-                out.line(f"{_INDENT}$ {data['command']}")
+            _render_step_start(event, "romkit demo --station: three virtual S820s on one "
+                                      "bench, one station run (SYNTHETIC firmware)")
         else:
             _render_step_done(data)
     elif out.json:
@@ -119,6 +143,7 @@ def _render_station(result: StationDemoResult) -> None:
     out.line()
     if result.dry_run:
         out.line("dry run: nothing was built, plugged in or flashed")
+        _render_commands(result, "a real bench (phones switched off, plugged in one by one)")
         return
     if result.phones:
         out.line(table(table_rows(result.phones), TABLE_HEADERS))
@@ -137,11 +162,8 @@ def _render_station(result: StationDemoResult) -> None:
         out.line(f"summary: the station story did NOT end green{where}")
     if result.log_dir and result.kept:
         out.line(f"station logs:       {result.log_dir}")
-    if result.kept:
-        out.line(f"workspace kept:     {result.workdir}")
-    else:
-        out.line(f"workspace {result.workdir} removed (use --keep to inspect it)")
     out.line(f"time: {result.seconds:.1f} s")
+    _render_commands(result, "a real bench (phones switched off, plugged in one by one)")
 
 
 def _demo_cmd(
@@ -175,8 +197,8 @@ def _demo_cmd(
     if link is not None and link.lower() not in ("pty", "tcp"):
         raise UsageError(f"--link {link!r} is not a cable the demo knows",
                          hint="use --link pty or --link tcp")
-    req = DemoRequest(workdir=workdir, keep=keep, dry_run=dry_run, wait=wait,
-                      link=link.lower() if link else None)
+    req = DemoRequest.model_validate({"workdir": workdir, "keep": keep, "dry_run": dry_run,
+                                      "wait": wait, "link": link.lower() if link else None})
     result: DemoResult | StationDemoResult
     if station:
         from romkit.demo_station import run_station_demo  # the station loads only when asked
