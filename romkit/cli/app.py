@@ -393,6 +393,10 @@ def main(argv: list[str] | None = None) -> None:
     exit 130; or an internal error in one line (traceback only with --debug).
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    # romkit uses numpy for byte sums only, never linear algebra: without this, importing numpy
+    # starts an OpenBLAS thread pool that spins ~70 ms of CPU in every command that sums bytes
+    # (a fifth of `romkit checksum` on 1 GiB; bench/startup_bench.py). A user's value wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     out.reset(json=_json_requested(args), debug="--debug" in args)
     command = typer.main.get_command(app)
     try:
