@@ -6,7 +6,10 @@ last `summary:` line are collected into a Markdown report together with the mach
 (CPU model, cores, RAM, Python, numpy, baseline tools found) and the date. A script that is
 missing, fails or times out is reported as such in the document, never silently dropped.
 The report is written atomically (temp file + rename), so an interrupted run leaves the
-previous report intact.
+previous report intact. Nothing in the previous report is lost by a partial run: sections this
+run did not regenerate (other benches under --only, and hand-written sections such as the
+modem, sparse and station analyses) are carried over verbatim, marked as kept, with their rows
+of the summary table.
 
     .venv/bin/python bench/run_all.py [--quick] [--only NAME,…] [--out docs/PERFORMANCE.md]
                                       [--timeout SECONDS] [--dry-run]
@@ -223,6 +226,64 @@ def render(outcomes: list[Outcome], facts: list[tuple[str, str]], quick: bool,
     return "\n".join(lines) + "\n"
 
 
+KEPT_NOTE = "*(Kept from an earlier report: not re-run by the `bench/run_all.py` run above.)*"
+
+
+def _sections(text: str) -> list[tuple[str, list[str]]]:
+    """(heading title, its lines including the heading) of each `## ` section, in order;
+    headings inside fenced blocks are bench output, not sections."""
+    out: list[tuple[str, list[str]]] = []
+    fence = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if fence and stripped.startswith(fence) and stripped.strip("`") == "":
+            fence = ""
+        elif not fence and stripped.startswith("```"):
+            fence = stripped[:len(stripped) - len(stripped.lstrip("`"))]
+        elif not fence and line.startswith("## "):
+            out.append((line[3:].strip(), [line]))
+            continue
+        if out:
+            out[-1][1].append(line)
+    return out
+
+
+def merge_kept(report: str, previous: str | None) -> str:
+    """`report` plus what `previous` holds that this run did not regenerate: its other
+    sections verbatim (marked as kept) and their rows of the summary table."""
+    if not previous:
+        return report
+    new = _sections(report)
+    done = {title for title, _ in new}
+    old = _sections(previous)
+    kept = [(t, body) for t, body in old if t not in done]
+    old_summary = next((body for t, body in old if t == "Summary"), [])
+    rows = [ln for ln in old_summary if ln.startswith("| ") and not ln.startswith("| Benchmark")
+            and ln.split("|")[1].strip() not in done]
+    if not kept and not rows:
+        return report
+    head = report.split("\n## ", 1)[0].rstrip("\n").splitlines()
+    lines = list(head)
+    for title, body in new:
+        body = list(body)
+        if title == "Summary" and rows:
+            end = max(i for i, ln in enumerate(body) if ln.startswith("|")) + 1
+            body[end:end] = rows
+        lines += [""] + _trim(body)
+    for _title, body in kept:
+        body = _trim(body)
+        if KEPT_NOTE not in body:
+            body[1:1] = ["", KEPT_NOTE]
+        lines += [""] + body
+    return "\n".join(lines) + "\n"
+
+
+def _trim(body: list[str]) -> list[str]:
+    while body and not body[-1].strip():
+        body = body[:-1]
+    return body
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes: well under a minute")
@@ -252,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         outcomes.append(outcome)
     report = render(outcomes, machine_facts(), args.quick, started, time.monotonic() - t0)
+    report = merge_kept(report, args.out.read_text(encoding="utf-8")
+                        if args.out.is_file() else None)
     if args.dry_run:
         print(report)
     else:
