@@ -97,6 +97,12 @@ def _progress(event: ProgressEvent) -> None:
     _driven(event)
 
 
+def _not_green(result: DemoResult | StationDemoResult, story: str) -> None:
+    failed = next((s for s in result.steps if s.status == "failed"), None)
+    where = f" at step '{failed.id}'" if failed else ""
+    out.line(f"summary: the {story} did NOT end green{where}")
+
+
 def _render(result: DemoResult) -> None:
     out.line()
     if result.dry_run:
@@ -108,9 +114,7 @@ def _render(result: DemoResult) -> None:
                  f"{len(result.verified_partitions)} partitions flashed and verified; the "
                  "virtual eMMC equals the images byte for byte")
     else:
-        failed = next((s for s in result.steps if s.status == "failed"), None)
-        where = f" at step '{failed.id}'" if failed else ""
-        out.line(f"summary: the story did NOT end green{where}")
+        _not_green(result, "story")
     if result.backup_set:
         out.line(f"calibration backup: {result.backup_set}")
         out.line(f"stored in:          {result.backup_path}")
@@ -157,9 +161,7 @@ def _render_station(result: StationDemoResult) -> None:
         out.line(f"summary: {ok} phones flashed and verified, {refused} stopped with 4032 "
                  "before writing; no phone was held up by another")
     else:
-        failed = next((s for s in result.steps if s.status == "failed"), None)
-        where = f" at step '{failed.id}'" if failed else ""
-        out.line(f"summary: the station story did NOT end green{where}")
+        _not_green(result, "station story")
     if result.log_dir and result.kept:
         out.line(f"station logs:       {result.log_dir}")
     out.line(f"time: {result.seconds:.1f} s")
