@@ -162,12 +162,13 @@ def test_file_changing_on_the_server_between_kills_is_never_spliced(soak_seed: i
                 proc.send_signal(signal.SIGKILL)
             rc = proc.wait(timeout=10)
             assert srv.wait_idle()
-            if rc == 0:
+            assert rc in (0, -signal.SIGKILL), f"child {k} failed on its own (rc {rc})"
+            # A kill can land after the download was renamed into place (a busy machine
+            # delays the child's exit): then it finished too, and must be one whole version.
+            if final.exists():
                 assert final.read_bytes() == versions[current]
                 final.unlink()  # download again, as after a `--force`
-                (paths.data_dir() / "observed-hashes.json").unlink()
-            else:
-                assert rc == -signal.SIGKILL, f"child {k} failed on its own (rc {rc})"
+                (paths.data_dir() / "observed-hashes.json").unlink(missing_ok=True)
             if rng.random() < 0.6 and current + 1 < len(versions):
                 current += 1
                 srv.add(NAME, versions[current])
