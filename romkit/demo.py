@@ -400,8 +400,8 @@ def shell_line(words: Sequence[str | os.PathLike[str]]) -> str:
 def env_line(name: str, value: str) -> str:
     """The shell line that sets `name` for the commands pasted after it (PowerShell on
     Windows, where it is the default shell)."""
-    if os.name == "nt":
-        return f'$env:{name} = "{value}"'
+    if os.name == "nt":  # single quotes: PowerShell expands nothing inside them
+        return "$env:" + name + " = '" + value.replace("'", "''") + "'"
     return f"export {name}={shlex.quote(value)}"
 
 

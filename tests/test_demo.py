@@ -278,3 +278,17 @@ def test_checksum_entry_survives_garbage(tmp_path: Path, text: str) -> None:
     (tmp_path / "Checksum.ini").unlink()
     assert _checksum_entry(tmp_path, "PRELOADER") == 0x1A2B
     good.unlink()
+
+
+def test_shell_lines_survive_hostile_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A workspace path with spaces, quotes or `$` pastes as one argument: POSIX shells
+    (judged by shlex, the POSIX splitting rules) and, on Windows, PowerShell's '…' literal."""
+    from romkit import demo
+
+    hostile = "/tmp/it's a $HOME `dir`"
+    line = demo.shell_line(["romkit", "flash", Path(hostile)])
+    assert shlex.split(line) == ["romkit", "flash", hostile]
+    assert shlex.split(demo.env_line("ROMKIT_HOME", hostile))[1] == f"ROMKIT_HOME={hostile}"
+    monkeypatch.setattr(demo.os, "name", "nt")
+    assert demo.env_line("ROMKIT_HOME", r"C:\it's here") == \
+        r"$env:ROMKIT_HOME = 'C:\it''s here'"
