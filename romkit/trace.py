@@ -27,14 +27,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Final, Literal, TextIO, cast
 
 from romkit.errors import UsageError
 
 MAGIC = "# romkit-trace 1"
-TO_PHONE = ">"
-TO_HOST = "<"
-EVENT = "!"
+TO_PHONE: Final = ">"
+TO_HOST: Final = "<"
+EVENT: Final = "!"
 Direction = Literal[">", "<", "!"]
 _LINE_BYTES = 4096  # longer chunks are split so no line is unreasonably long
 
@@ -51,7 +51,7 @@ class TraceRecord:
 
 def _open_text(path: Path, mode: Literal["r", "w"]) -> TextIO:
     if path.suffix == ".gz":
-        return gzip.open(path, mode + "t", encoding="ascii", newline="\n")
+        return cast(TextIO, gzip.open(path, mode + "t", encoding="ascii", newline="\n"))
     return path.open(mode, encoding="ascii", newline="\n")
 
 

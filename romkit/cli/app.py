@@ -353,6 +353,7 @@ def _global(
 def load_all() -> dict[str, Any]:
     """Every command, imported (for tests and docs generation; the CLI itself never does this)."""
     group = typer.main.get_command(app)
+    assert isinstance(group, TyperGroup)  # an app of several commands is a group
     ctx = typer.Context(group)
     return {name: group.get_command(ctx, name) for name in group.list_commands(ctx)}
 

@@ -455,7 +455,7 @@ class DaSession:
             need = tail + FLASH_INFO_REST
             if len(buf) < need:
                 buf += self._read(need - len(buf), "the flash info")
-            passinfo = buf[need - P.INFO_PASS_LEN : need]
+            passinfo = bytes(buf[need - P.INFO_PASS_LEN : need])
             if passinfo[0] == P.ACK and passinfo[-1] in (P.SOC_OK, P.SOC_FAIL):
                 chosen = tail
                 break

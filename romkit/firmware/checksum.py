@@ -50,7 +50,7 @@ def byte_sum16_file(path: Path | str, *, reporter: Reporter | None = None, task:
     """
     p = Path(path)
     buf = np.empty(max(1, chunk), dtype=np.uint8)
-    view = memoryview(buf)
+    view = buf.data  # the array's own buffer, as a writable memoryview
     total = 0
     done = done_before
     try:

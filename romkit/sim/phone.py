@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 from romkit import paths, virtualports
 from romkit.device import protocol as p
@@ -54,7 +54,7 @@ from romkit.trace import TraceWriter
 # boot ROM (GET_BL_VER answered 0xFE, USB PID 0x0003); an S820 whose preloader is broken
 # (the bootloop users bring us) only has the BROM left. `preloader` stays available.
 BOOT_MODES = ("brom", "preloader")
-DEFAULT_BOOT = "brom"
+DEFAULT_BOOT: Final = "brom"
 USB_PID = {"brom": 0x0003, "preloader": 0x2000}
 _PHONE_NUMBERS = itertools.count(1)
 
