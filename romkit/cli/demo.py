@@ -65,7 +65,8 @@ def _render_commands(result: DemoResult | StationDemoResult, real: str) -> None:
         pass
     elif result.kept:
         out.line(f"workspace kept:     {result.workdir}")
-        out.line(f"{_INDENT}the $ lines above work on it again (start with the export line)")
+        out.line(f"{_INDENT}the $ lines above work on it again: the export line first, "
+                 "`romkit sim …` in a terminal of its own")
     else:
         out.line(f"workspace {result.workdir} removed; with --keep the $ lines above can be "
                  "run again on it")
