@@ -139,17 +139,20 @@ def bring_up(script: Callable[[Peer], None], **kw: object) -> object:
         return dev, events
 
 
-def test_connect_runs_the_whole_bring_up() -> None:
-    def script(p: Peer) -> None:
-        phone_brom(p)
-        phone_sync_and_report(p)
-        phone_config(p, CONFIG_BYTES)
-        phone_dram(p)
-        phone_stage2(p)
-        phone_flash_info(p)
-        phone_speed(p, 1)
+def phone_whole_bring_up(p: Peer, bl_ver: int = 0xFE, config: bytes = CONFIG_BYTES) -> None:
+    """The phone's side of a whole bring-up: BROM, DA sync, config, DRAM, stage 2, flash
+    info, speed check."""
+    phone_brom(p, bl_ver=bl_ver)
+    phone_sync_and_report(p)
+    phone_config(p, config)
+    phone_dram(p)
+    phone_stage2(p)
+    phone_flash_info(p)
+    phone_speed(p, 1)
 
-    dev, events = bring_up(script)  # type: ignore[misc]
+
+def test_connect_runs_the_whole_bring_up() -> None:
+    dev, events = bring_up(phone_whole_bring_up)  # type: ignore[misc]
     try:
         assert (dev.hw_code, dev.hw_ver, dev.sw_ver) == (0x6583, 0xCA00, 0)
         assert dev.bl_ver == 0xFE and dev.in_brom and dev.brom_ver == 0x05
@@ -189,13 +192,9 @@ def test_connect_dram_rejection_is_4032() -> None:
 def test_connect_in_preloader_mode_skips_the_pmic_setup() -> None:
     """The charger setup goes to the boot ROM only: a preloader has done it already."""
     def script(p: Peer) -> None:
-        phone_brom(p, bl_ver=0x01)  # the phone side fails if a C4 arrives instead of D4
-        phone_sync_and_report(p)
-        phone_config(p, bytes.fromhex("05 01 0008 00 7007ffff 01 00000000 01 00 02 00 00000000"))
-        phone_dram(p)
-        phone_stage2(p)
-        phone_flash_info(p)
-        phone_speed(p, 1)
+        # the phone side fails if a C4 arrives instead of D4
+        phone_whole_bring_up(p, bl_ver=0x01, config=bytes.fromhex(
+            "05 01 0008 00 7007ffff 01 00000000 01 00 02 00 00000000"))
 
     dev, _events = bring_up(script)  # type: ignore[misc]
     try:
@@ -205,16 +204,7 @@ def test_connect_in_preloader_mode_skips_the_pmic_setup() -> None:
 
 
 def test_connect_in_brom_mode_records_the_pmic_values_it_found() -> None:
-    def script(p: Peer) -> None:
-        phone_brom(p)
-        phone_sync_and_report(p)
-        phone_config(p, CONFIG_BYTES)
-        phone_dram(p)
-        phone_stage2(p)
-        phone_flash_info(p)
-        phone_speed(p, 1)
-
-    dev, _events = bring_up(script)  # type: ignore[misc]
+    dev, _events = bring_up(phone_whole_bring_up)  # type: ignore[misc]
     try:
         assert dev.pmic == {reg: before for reg, before, _after in PMIC_STEPS}
     finally:
