@@ -95,6 +95,13 @@ def _req(folder: Path, phone: VirtualPhone, fresh: bool = False, **opts: object
                         options=PlanOptions(**opts))  # type: ignore[arg-type]
 
 
+def _interrupted_flash(folder: Path, phone: VirtualPhone, **opts: object) -> None:
+    """A flash the phone's fault cuts off (DeviceError), then the phone's session is over."""
+    with pytest.raises(DeviceError):
+        flash(_req(folder, phone, **opts))  # type: ignore[arg-type]
+    phone.wait_finished(5)
+
+
 def _calibration(phone: VirtualPhone) -> dict[str, bytes]:
     return {n: phone.storage.read(P.PART_USER, off, size)
             for n, (off, size) in CALIBRATION.items()}
@@ -128,9 +135,7 @@ def test_firmware_upgrade_cut_after_the_format_resumes_and_keeps_the_imei(
     phone = _start(tmp_path, f"disconnect@{IN_BOOTIMG}")
     phones.append(phone)
     factory = _calibration(phone)
-    with pytest.raises(DeviceError):
-        flash(_req(folder, phone, mode="firmware-upgrade"))
-    phone.wait_finished(5)
+    _interrupted_flash(folder, phone, mode="firmware-upgrade")
     assert _calibration(phone)["NVRAM"] == bytes(CALIBRATION["NVRAM"][1])  # erased by the cut run
 
     result = flash(_req(folder, phone, mode="firmware-upgrade"))  # was: 8503, a dead end
@@ -147,9 +152,7 @@ def test_the_issue_chain_restores_the_pre_format_set_not_the_blank_one(
     phone = _start(tmp_path, f"disconnect@{IN_BOOTIMG}")
     phones.append(phone)
     factory = _calibration(phone)
-    with pytest.raises(DeviceError):
-        flash(_req(folder, phone, mode="firmware-upgrade"))
-    phone.wait_finished(5)
+    _interrupted_flash(folder, phone, mode="firmware-upgrade")
     events: list[dict] = []
     blank = backup_phone(BackupRequest(port=phone.port, firmware_dir=folder, wait=5),
                          lambda e: events.append(e.to_dict()))
@@ -197,9 +200,7 @@ def test_rerun_rewrites_what_another_tool_put_back(tmp_path: Path, folder: Path,
     phones.append(phone)
     old = {p: phone.storage.read(P.PART_USER, ADDR[p] - USER_BASE, 4096)
            for p in ("MBR", "EBR1", "UBOOT")}
-    with pytest.raises(DeviceError):
-        flash(_req(folder, phone))
-    phone.wait_finished(5)
+    _interrupted_flash(folder, phone)
     journal = jr.load_journal(_cid())
     assert journal is not None and {"MBR", "UBOOT"} <= {v.partition for v in journal.verified}
     for part, data in old.items():  # another PC puts the old content back
@@ -214,9 +215,7 @@ def test_only_boot_after_an_interrupted_run_writes_boot(tmp_path: Path, folder: 
                                                        phones: list[VirtualPhone]) -> None:
     phone = _start(tmp_path, f"disconnect@{IN_RECOVERY}")
     phones.append(phone)
-    with pytest.raises(DeviceError):
-        flash(_req(folder, phone))
-    phone.wait_finished(5)
+    _interrupted_flash(folder, phone)
     journal = jr.load_journal(_cid())
     assert journal is not None and "BOOTIMG" in {v.partition for v in journal.verified}
     boot_at = ADDR["BOOTIMG"] - USER_BASE
@@ -233,9 +232,7 @@ def test_fresh_ignores_the_journal(tmp_path: Path, folder: Path,
                                    phones: list[VirtualPhone]) -> None:
     phone = _start(tmp_path, f"disconnect@{IN_BOOTIMG}")
     phones.append(phone)
-    with pytest.raises(DeviceError):
-        flash(_req(folder, phone))
-    phone.wait_finished(5)
+    _interrupted_flash(folder, phone)
     result = flash(_req(folder, phone, fresh=True))
     assert not any(p.resumed for p in result.partitions)
     assert not _image_differs(phone, folder)
