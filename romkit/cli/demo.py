@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 _INDENT = "      "
 _driven = out.indented(f"{_INDENT}| ")
+_REAL_BENCH = "a real bench (phones switched off, plugged in one by one)"
 _STATUS_WORDS = {"ok": "ok", "expected-error": "refused, as expected", "failed": "FAILED",
                  "planned": "planned"}
 
@@ -104,11 +105,19 @@ def _not_green(result: DemoResult | StationDemoResult, story: str) -> None:
     out.line(f"summary: the {story} did NOT end green{where}")
 
 
-def _render(result: DemoResult) -> None:
+def _dry_run_end(result: DemoResult | StationDemoResult, verb: str, real: str) -> bool:
+    """After a blank line: a dry run's last lines (what was not done, the real commands);
+    True when the result was a dry run and nothing more is to be said."""
     out.line()
-    if result.dry_run:
-        out.line("dry run: nothing was built, served or flashed")
-        _render_commands(result, "a real S820")
+    if not result.dry_run:
+        return False
+    out.line(f"dry run: nothing was built, {verb} or flashed")
+    _render_commands(result, real)
+    return True
+
+
+def _render(result: DemoResult) -> None:
+    if _dry_run_end(result, "served", "a real S820"):
         return
     if result.ok:
         out.line(f"summary: error {result.first_error_code} first (nothing written), then "
@@ -145,10 +154,7 @@ def _station_progress(event: ProgressEvent) -> None:
 def _render_station(result: StationDemoResult) -> None:
     from romkit.station import TABLE_HEADERS, phone_label, table_rows
 
-    out.line()
-    if result.dry_run:
-        out.line("dry run: nothing was built, plugged in or flashed")
-        _render_commands(result, "a real bench (phones switched off, plugged in one by one)")
+    if _dry_run_end(result, "plugged in", _REAL_BENCH):
         return
     if result.phones:
         out.line(table(table_rows(result.phones), TABLE_HEADERS))
@@ -166,7 +172,7 @@ def _render_station(result: StationDemoResult) -> None:
     if result.log_dir and result.kept:
         out.line(f"station logs:       {result.log_dir}")
     out.line(f"time: {result.seconds:.1f} s")
-    _render_commands(result, "a real bench (phones switched off, plugged in one by one)")
+    _render_commands(result, _REAL_BENCH)
 
 
 def _demo_cmd(
